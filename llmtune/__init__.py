@@ -1,0 +1,3 @@
+"""llmtune: finetune and use pretrained language models from YAML recipes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,35 @@
+"""`llmtune methods` and `llmtune schema`: what exists, and the recipe's JSON Schema."""
+
+from __future__ import annotations
+
+import typer
+
+
+def methods(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List the finetuning methods, one line each."""
+    from llmtune.methods.registry import all_methods
+
+    found = all_methods()
+    if json_out:
+        from llmtune.cli.common import emit_json
+
+        emit_json({name: {"summary": m.summary, "tasks": sorted(m.tasks), "can_merge": m.can_merge}
+                   for name, m in sorted(found.items())})
+        return
+    width = max(map(len, found))
+    for name, m in sorted(found.items()):
+        typer.echo(f"{name:<{width}}  {m.summary}")
+
+
+def schema() -> None:
+    """Print the recipe JSON Schema (point your editor's YAML plugin at it)."""
+    import json
+
+    from llmtune.recipe.schema import Recipe
+
+    typer.echo(json.dumps(Recipe.model_json_schema(), indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("methods")(methods)
+    app.command("schema")(schema)

@@ -1,0 +1,197 @@
+"""Turn rows into token ids for each supervised task. Problems name the row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmtune.data.readers import Row
+from llmtune.errors import DataError
+
+IGNORE = -100  # label id the loss skips (prompt tokens in SFT, padding)
+
+
+@dataclass
+class EncodeStats:
+    truncated: int = 0
+    dropped_empty: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def _text(row: Row, col: str, required: bool = True) -> str | None:
+    if col not in row.data:
+        if not required:
+            return None
+        raise DataError(f"{row.where}: no column {col!r} (columns: {', '.join(map(str, row.data))}); "
+                        f"map it with data.columns in the recipe")
+    value = row.data[col]
+    if value is None:
+        return "" if required else None
+    return value if isinstance(value, str) else str(value)
+
+
+def label_names(rows: list[Row], col: str, given: list[str] | None) -> list[str]:
+    if given:
+        return list(given)
+    seen = set()
+    for row in rows:
+        if col not in row.data:
+            raise DataError(f"{row.where}: no column {col!r}; map it with data.columns.label")
+        seen.add(str(row.data[col]).strip())
+    return sorted(seen, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
+
+
+def label_id(row: Row, value: Any, names: list[str]) -> int:
+    text = str(value).strip()
+    if text in names:
+        return names.index(text)
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, int) or text.lstrip("-").isdigit():
+        idx = int(text)
+        if 0 <= idx < len(names):
+            return idx
+    raise DataError(f"{row.where}: label {value!r} is not in the label set ({', '.join(names)}); "
+                    f"fix the row or list every label in data.labels")
+
+
+def _truncate(ids: list[int], max_length: int, side: str) -> list[int]:
+    return ids[-max_length:] if side == "left" else ids[:max_length]
+
+
+def encode_classification(rows, tok, cfg, names: list[str], stats: EncodeStats) -> list[dict]:
+    c = cfg.columns
+    keep, texts, pairs = [], [], []
+    for row in rows:
+        text = _text(row, c.text)
+        if not text.strip():
+            if cfg.empty_rows == "drop":
+                stats.dropped_empty += 1
+                continue
+            raise DataError(f"{row.where}: empty text in column {c.text!r}; remove the row or set "
+                            f"data.empty_rows: drop")
+        keep.append(row)
+        texts.append(text)
+        if c.text_pair:
+            pairs.append(_text(row, c.text_pair))
+    if not keep:
+        raise DataError("no rows left to train on after dropping empty texts")
+    labels = [label_id(r, r.data.get(c.label), names) if c.label in r.data else _missing(r, c.label)
+              for r in keep]
+    tok.truncation_side = cfg.truncation_side
+    ids = tok(texts, pairs or None, truncation=False, verbose=False)["input_ids"]
+    # Tokenize once; only the few over-long rows go through the tokenizer's truncation
+    # (which knows how to cut sentence pairs and keep the special tokens).
+    long = [i for i, x in enumerate(ids) if len(x) > cfg.max_length]
+    if long:
+        stats.truncated += len(long)
+        cut = tok([texts[i] for i in long], [pairs[i] for i in long] if pairs else None,
+                  truncation=True, max_length=cfg.max_length)["input_ids"]
+        for i, x in zip(long, cut):
+            ids[i] = x
+    return [{"input_ids": x, "label": y} for x, y in zip(ids, labels)]
+
+
+def _missing(row: Row, col: str):
+    raise DataError(f"{row.where}: no column {col!r} (columns: {', '.join(map(str, row.data))}); "
+                    f"map it with data.columns.label")
+
+
+def encode_causal_lm(rows, tok, cfg, stats: EncodeStats) -> list[dict]:
+    out = []
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    texts = []
+    for row in rows:
+        text = _text(row, cfg.columns.text)
+        if not text.strip():
+            if cfg.empty_rows == "drop":
+                stats.dropped_empty += 1
+                continue
+            raise DataError(f"{row.where}: empty text; remove the row or set data.empty_rows: drop")
+        texts.append(text)
+    for ids in tok(texts, add_special_tokens=True)["input_ids"]:
+        ids = ids + eos
+        if len(ids) > cfg.max_length:
+            stats.truncated += 1
+            ids = _truncate(ids, cfg.max_length, cfg.truncation_side)
+        out.append({"input_ids": ids, "labels": list(ids)})
+    return out
+
+
+def _is_chat(rows: list[Row], cfg) -> bool:
+    if cfg.format != "auto":
+        return cfg.format == "chat"
+    return cfg.columns.messages in rows[0].data
+
+
+def encode_sft(rows, tok, cfg, stats: EncodeStats) -> list[dict]:
+    chat = _is_chat(rows, cfg)
+    out = []
+    for row in rows:
+        pieces = _chat_pieces(row, tok, cfg) if chat else _alpaca_pieces(row, tok, cfg)
+        if pieces is None:
+            stats.dropped_empty += 1
+            continue
+        ids, labels = [], []
+        for piece_ids, trains in pieces:
+            ids.extend(piece_ids)
+            labels.extend(piece_ids if trains else [IGNORE] * len(piece_ids))
+        if len(ids) > cfg.max_length:
+            stats.truncated += 1
+            ids, labels = _truncate(ids, cfg.max_length, cfg.truncation_side), \
+                _truncate(labels, cfg.max_length, cfg.truncation_side)
+        if all(x == IGNORE for x in labels):
+            stats.dropped_empty += 1  # the response was cut off entirely: nothing to learn
+            continue
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def render_alpaca_prompt(template: str, instruction: str, inp: str) -> str:
+    block = f"### Input:\n{inp}\n\n" if inp.strip() else ""
+    return template.format(instruction=instruction, input=inp, input_block=block)
+
+
+def _alpaca_pieces(row: Row, tok, cfg):
+    c = cfg.columns
+    instruction = _text(row, c.instruction)
+    response = _text(row, c.output)
+    inp = _text(row, c.input, required=False) or ""
+    if not instruction.strip() or not response.strip():
+        if cfg.empty_rows == "drop":
+            return None
+        raise DataError(f"{row.where}: empty {c.instruction!r} or {c.output!r}; remove the row or set "
+                        f"data.empty_rows: drop")
+    prompt = render_alpaca_prompt(cfg.prompt_template, instruction, inp)
+    prompt_ids = tok(prompt, add_special_tokens=True)["input_ids"]
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    response_ids = tok(response, add_special_tokens=False)["input_ids"] + eos
+    return [(prompt_ids, False), (response_ids, True)]
+
+
+def _chat_pieces(row: Row, tok, cfg):
+    msgs = row.data.get(cfg.columns.messages)
+    if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
+        raise DataError(f"{row.where}: column {cfg.columns.messages!r} must be a list of "
+                        f"{{role, content}} messages")
+    if getattr(tok, "chat_template", None) is None:
+        raise DataError(f"{row.where}: chat rows need a tokenizer with a chat template; this model's "
+                        f"tokenizer has none (use alpaca fields, or a chat model)")
+    # Render growing prefixes: tokens added by an assistant turn train, the rest do not.
+    # This works with any chat template, without {% generation %} markers.
+    pieces, done = [], []
+    for i, msg in enumerate(msgs):
+        if msg["role"] == "assistant":
+            before = tok.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True) if i else ""
+            after = tok.apply_chat_template(msgs[: i + 1], tokenize=False)
+            prev = "".join(done)
+            pieces.append((before[len(prev):], False))
+            pieces.append((after[len(before):], True))
+            done = [after]
+    total = tok.apply_chat_template(msgs, tokenize=False)
+    prev = "".join(done)
+    if len(total) > len(prev):
+        pieces.append((total[len(prev):], False))
+    if not any(trains for _, trains in pieces):
+        raise DataError(f"{row.where}: no assistant message to learn from")
+    return [(tok(text, add_special_tokens=False)["input_ids"], trains) for text, trains in pieces if text]

@@ -1,0 +1,81 @@
+"""From a recipe's data section to tokenized train/eval examples (cached)."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmtune.data import cache, encode
+from llmtune.data.readers import Row, data_fingerprint, read_hub, read_rows
+from llmtune.errors import DataError
+from llmtune.recipe.load import resolve_data_path
+
+
+@dataclass
+class Prepared:
+    train: list[dict]
+    eval: list[dict]
+    labels: list[str] | None
+    fingerprint: dict[str, str]
+    summary: dict = field(default_factory=dict)
+
+
+def read_source(src, base_dir: Path) -> tuple[list[Row], str]:
+    """Rows and a fingerprint of where they came from."""
+    if src.path is not None:
+        path = resolve_data_path(src.path, base_dir)
+        return read_rows(path, src.limit), data_fingerprint(path) if path.exists() else ""
+    return read_hub(src.hub, src.subset, src.split, src.limit), f"hub:{src.hub}/{src.subset}/{src.split}"
+
+
+def split_rows(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    if fraction <= 0:
+        return rows, []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, int(round(len(rows) * fraction)))
+    if n_eval >= len(rows):
+        raise DataError(f"data.eval_fraction {fraction} leaves no training rows out of {len(rows)}")
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def prepare_data(data_cfg, tok, base_dir: Path) -> Prepared:
+    train_rows, train_fp = read_source(data_cfg.train, base_dir)
+    if data_cfg.eval is not None:
+        eval_rows, eval_fp = read_source(data_cfg.eval, base_dir)
+    else:
+        train_rows, eval_rows = split_rows(train_rows, data_cfg.eval_fraction, data_cfg.split_seed)
+        eval_fp = f"heldout:{data_cfg.eval_fraction}:{data_cfg.split_seed}"
+    labels = None
+    if data_cfg.task == "classification":
+        labels = encode.label_names(train_rows, data_cfg.columns.label, data_cfg.labels)
+    key = cache.cache_key(
+        train=train_fp, eval=eval_fp, tokenizer=cache.tokenizer_fingerprint(tok),
+        data=data_cfg.model_dump(mode="json"), labels=labels,
+    )
+    cached = cache.load_cached(key)
+    if cached is None:
+        stats = encode.EncodeStats()
+        cached = {
+            "train": _encode(train_rows, tok, data_cfg, labels, stats),
+            "eval": _encode(eval_rows, tok, data_cfg, labels, stats) if eval_rows else [],
+            "summary": {"truncated": stats.truncated, "dropped_empty": stats.dropped_empty,
+                        "train_rows": len(train_rows), "eval_rows": len(eval_rows)},
+        }
+        cache.store_cached(key, cached)
+    if not cached["train"]:
+        raise DataError(f"{data_cfg.train.path or data_cfg.train.hub}: no usable training rows")
+    return Prepared(cached["train"], cached["eval"], labels,
+                    {"train": train_fp, "eval": eval_fp, "cache_key": key}, cached["summary"])
+
+
+def _encode(rows, tok, cfg, labels, stats):
+    if cfg.task == "classification":
+        return encode.encode_classification(rows, tok, cfg, labels, stats)
+    if cfg.task == "causal_lm":
+        return encode.encode_causal_lm(rows, tok, cfg, stats)
+    if cfg.task == "sft":
+        return encode.encode_sft(rows, tok, cfg, stats)
+    raise DataError(f"data.task {cfg.task!r} is trained by a preference/RL method, not the supervised loop")

@@ -1,0 +1,172 @@
+"""Read rows from local files or hub datasets. Every problem names the file and row."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmtune.errors import DataError
+
+SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet",
+            ".txt": "txt", ".gz": "gz"}
+
+
+@dataclass
+class Row:
+    data: dict[str, Any]
+    where: str
+    """`file:line` (or `file row N`) for messages about this row."""
+
+
+def read_rows(path: Path, limit: int | None = None) -> list[Row]:
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found; check data paths (relative to the recipe's folder)")
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind == "gz":
+        inner = Path(path.stem).suffix.lower()
+        if inner not in (".jsonl", ".json"):
+            raise DataError(f"{path}: only .jsonl.gz is read compressed; decompress other files first")
+        kind = "jsonl.gz"
+    if kind is None:
+        raise DataError(f"{path}: unknown file type {path.suffix!r}; use .json, .jsonl, .csv, .tsv, "
+                        f".parquet or .txt")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty")
+    try:
+        rows = _READERS[kind](path, limit)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); "
+                        f"convert the file to UTF-8") from None
+    if not rows:
+        raise DataError(f"{path}: no rows found")
+    return rows[:limit] if limit else rows
+
+
+def _read_jsonl(path: Path, limit: int | None, opener=open) -> list[Row]:
+    rows = []
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or remove the line") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
+            rows.append(Row(obj, f"{path}:{lineno}"))
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+def _read_jsonl_gz(path: Path, limit: int | None) -> list[Row]:
+    import gzip
+
+    return _read_jsonl(path, limit, opener=gzip.open)
+
+
+def _read_json(path: Path, limit: int | None) -> list[Row]:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    if isinstance(obj, dict):
+        # {"data": [...]} and similar single-key wrappers.
+        lists = [v for v in obj.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise DataError(f"{path}: expected a JSON list of objects")
+        obj = lists[0]
+    if not isinstance(obj, list):
+        raise DataError(f"{path}: expected a JSON list of objects, got {type(obj).__name__}")
+    rows = []
+    for i, item in enumerate(obj):
+        if not isinstance(item, dict):
+            raise DataError(f"{path} row {i}: expected an object, got {type(item).__name__}")
+        rows.append(Row(item, f"{path} row {i}"))
+    return rows
+
+
+def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
+    rows = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        # TSV text often contains quote characters that are not CSV quoting (SST-2 does).
+        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path}: no header row; the first line must name the columns")
+        header = [h.strip() for h in header]
+        for lineno, values in enumerate(reader, start=2):
+            if not values or all(not v.strip() for v in values):
+                continue
+            if len(values) != len(header):
+                raise DataError(f"{path}:{lineno}: {len(values)} fields but the header has {len(header)} "
+                                f"({', '.join(header)}); check delimiters in this line")
+            rows.append(Row(dict(zip(header, values)), f"{path}:{lineno}"))
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+def _read_parquet(path: Path, limit: int | None) -> list[Row]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise DataError(f"{path}: not a readable parquet file ({exc})") from None
+    if limit:
+        table = table.slice(0, limit)
+    return [Row(r, f"{path} row {i}") for i, r in enumerate(table.to_pylist())]
+
+
+def _read_txt(path: Path, limit: int | None) -> list[Row]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            line = line.rstrip("\n")
+            if line.strip():
+                rows.append(Row({"text": line}, f"{path}:{lineno}"))
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+_READERS = {
+    "jsonl": _read_jsonl,
+    "jsonl.gz": _read_jsonl_gz,
+    "json": _read_json,
+    "csv": lambda p, n: _read_delimited(p, n, ","),
+    "tsv": lambda p, n: _read_delimited(p, n, "\t"),
+    "parquet": _read_parquet,
+    "txt": _read_txt,
+}
+
+
+def read_hub(name: str, subset: str | None, split: str, limit: int | None) -> list[Row]:
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(name, subset, split=split)
+    except Exception as exc:  # datasets raises many types for missing/offline datasets
+        raise DataError(f"hub dataset {name!r} ({subset or 'default'}, split {split!r}) could not be "
+                        f"loaded: {exc}. Offline? Download it once, or use a local file.") from None
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+    return [Row(r, f"{name}[{split}] row {i}") for i, r in enumerate(ds)]
+
+
+def data_fingerprint(path: Path) -> str:
+    """sha256 of a file's bytes: the data part of cache keys and the manifest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

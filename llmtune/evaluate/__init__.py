@@ -1,0 +1,1 @@
+"""Evaluation: metrics for each task, run on a trained run directory or a base model."""

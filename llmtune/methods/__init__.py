@@ -1,0 +1,3 @@
+"""Finetuning methods. Each module registers one method; the registry is the only list."""
+
+from llmtune.methods import frozen_head, full, lora  # noqa: F401

@@ -1,0 +1,31 @@
+"""Complete finetuning: every weight trains; the whole body is saved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from llmtune.methods.base import Method, MethodConfig
+from llmtune.methods.registry import register_method
+
+
+class FullConfig(MethodConfig):
+    name: Literal["full"]
+
+
+@register_method
+class Full(Method):
+    name = "full"
+    Config = FullConfig
+    summary = "complete finetuning: every weight trains"
+
+    def apply(self, model) -> None:
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+    def body_source(self, base: str, final_dir: Path) -> str:
+        return str(final_dir)
+
+    def save(self, model, out_dir: Path) -> None:
+        model.body.save_pretrained(out_dir)
+        model.save_head(out_dir)

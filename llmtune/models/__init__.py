@@ -1,0 +1,1 @@
+"""Models: where weights come from (built-ins, local folders, hub ids) and task heads."""

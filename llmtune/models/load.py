@@ -1,0 +1,74 @@
+"""Load a tokenizer and a body (the transformer) for a task, from any model source."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from llmtune.errors import UserError
+from llmtune.models import builtin
+
+CAUSAL_TASKS = frozenset({"causal_lm", "sft", "preference", "unpaired_preference", "prompts"})
+
+
+def resolve_source(name: str) -> str:
+    """A loadable path or hub id for `name` (built-in tiny models have none: they are built)."""
+    if name == "minilm":
+        return str(builtin.minilm_path())
+    return name
+
+
+def _hub_error(name: str, exc: Exception) -> UserError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    hint = (
+        "HF_HUB_OFFLINE=1 is set, so only cached hub models load"
+        if offline
+        else "check the name, or point model.name at a local folder"
+    )
+    return UserError(f"model.name {name!r}: could not load it ({type(exc).__name__}: {exc}); {hint}; "
+                     f"built-in names: {', '.join(builtin.BUILTIN_NAMES)}")
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    if name in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
+        return builtin.load_tiny_tokenizer()
+    source = resolve_source(name)
+    if _looks_local(source) and not Path(source).expanduser().exists():
+        raise UserError(f"model.name {name!r}: no such folder; check the path")
+    try:
+        tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name, exc) from None
+    if tok.pad_token is None:
+        # Decoder tokenizers often ship without a pad token; padding positions are
+        # masked out of attention and loss, so reusing EOS is safe.
+        tok.pad_token = tok.eos_token or tok.unk_token
+    return tok
+
+
+def load_body(name: str, task: str, *, trust_remote_code: bool = False, revision: str | None = None,
+              dtype: str = "auto", source: str | Path | None = None):
+    """The transformer for `task`: a causal LM for generation tasks, the bare encoder/decoder
+    (hidden states out) for classification, where llmtune adds its own pooled head."""
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    if source is None and name in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
+        return builtin.build_tiny(name, task)
+    src = str(source) if source is not None else resolve_source(name)
+    cls = AutoModelForCausalLM if task in CAUSAL_TASKS else AutoModel
+    torch_dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
+                   "float16": torch.float16}[dtype]
+    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
+    if torch_dtype is not None:
+        kwargs["dtype"] = torch_dtype
+    try:
+        return cls.from_pretrained(src, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name, exc) from None

@@ -1,0 +1,236 @@
+"""Read a recipe file, apply --set overrides, validate, and report every problem at once."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from llmtune.errors import RecipeError
+from llmtune.recipe.schema import Recipe
+from llmtune.recipe.yaml_lines import line_for, load_yaml_with_lines
+
+
+@dataclass
+class LoadedRecipe:
+    recipe: Recipe
+    path: Path | None
+    """The recipe file; relative data paths resolve against its folder."""
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file; check the path")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+    raw, lines = load_yaml_with_lines(text, str(path))
+    return recipe_from_dict(raw, source=str(path), lines=lines, overrides=overrides, base_dir=path.parent)
+
+
+def recipe_from_dict(
+    raw: Any,
+    source: str = "<recipe>",
+    lines: dict | None = None,
+    overrides: list[str] | None = None,
+    base_dir: Path | None = None,
+) -> LoadedRecipe:
+    lines = dict(lines or {})
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}:1: a recipe is a mapping of sections (model, data, method, ...), "
+                          f"not a {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    _expand_shorthand(raw)
+    problems: list[str] = []
+    override_paths: set[tuple] = set()
+    for item in overrides or []:
+        try:
+            keypath = apply_override(raw, item)
+            override_paths.add(keypath)
+        except ValueError as exc:
+            problems.append(f"--set {item}: {exc}")
+
+    def where(loc: tuple) -> str:
+        for n in range(len(loc), 0, -1):
+            if tuple(loc[:n]) in override_paths:
+                return f"--set {'.'.join(map(str, loc[:n]))}"
+        line = line_for(lines, loc)
+        return f"{source}:{line}" if line else source
+
+    recipe = None
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = _clean_loc(err["loc"], raw)
+            problems.append(f"{where(loc)} {_dotted(loc)}: {_describe(err, loc, raw)}")
+    problems.extend(_missing_files(raw, base_dir or Path.cwd(), where))
+    if recipe is not None:
+        problems.extend(_cross_checks(recipe, where))
+    if problems:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", problems)
+    return LoadedRecipe(recipe=recipe, path=Path(source) if source != "<recipe>" else None, raw=raw)
+
+
+def apply_override(raw: dict, item: str) -> tuple:
+    """`train.lr=1e-4` sets raw['train']['lr'] = 1e-4 (the value is parsed as YAML)."""
+    if "=" not in item:
+        raise ValueError("expected KEY.PATH=VALUE, e.g. train.lr=1e-4")
+    key, _, value = item.partition("=")
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise ValueError("empty key in the path; expected KEY.PATH=VALUE")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ValueError(f"{part!r} is not a section")
+        node = child
+    node[parts[-1]] = parsed
+    return tuple(parts)
+
+
+def _clean_loc(loc: tuple, raw: dict) -> tuple:
+    # A discriminated union puts the tag in the path: ('method', 'lora', 'r') -> ('method', 'r').
+    loc = tuple(loc)
+    if len(loc) >= 2 and loc[0] == "method":
+        name = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
+        if loc[1] == name:
+            loc = (loc[0],) + loc[2:]
+    return loc
+
+
+def _expand_shorthand(raw: dict) -> None:
+    """`data.train: file.tsv` means `data.train: {path: file.tsv}`; expanding it before
+    overrides lets `--set data.train.limit=100` work on either spelling."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("train", "eval"):
+            if isinstance(data.get(key), str):
+                data[key] = {"path": data[key]}
+
+
+def _dotted(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _describe(err: dict, loc: tuple, raw: dict) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = _valid_keys(loc[:-1], raw)
+        hint = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+        msg = "unknown key"
+        if hint:
+            return f"{msg}; did you mean '{hint[0]}'?"
+        return f"{msg}; valid keys here: {', '.join(valid)}" if valid else msg
+    if kind == "missing":
+        return "required key is missing; add it"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        from llmtune.methods.registry import all_methods
+
+        names = sorted(all_methods())
+        given = err.get("ctx", {}).get("tag")
+        hint = difflib.get_close_matches(str(given), names, n=1) if given else []
+        if kind == "union_tag_not_found":
+            return f"`method.name` is missing; choose one of: {', '.join(names)}"
+        extra = f"; did you mean '{hint[0]}'?" if hint else ""
+        return f"unknown method {given!r}{extra} (see `llmtune methods`: {', '.join(names)})"
+    if kind == "literal_error":
+        return f"{err['msg'].lower()} (got {err.get('input')!r})"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    got = err.get("input")
+    if kind.endswith("_type") or kind.endswith("_parsing") or kind.startswith(("greater", "less")):
+        return f"{msg[0].lower() + msg[1:]} (got {got!r})"
+    return msg[0].lower() + msg[1:]
+
+
+def _valid_keys(parent: tuple, raw: dict) -> list[str]:
+    model: Any = Recipe
+    for part in parent:
+        if part == "method" and model is Recipe:
+            from llmtune.methods.registry import all_methods
+
+            name = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
+            method = all_methods().get(name)
+            if method is None:
+                return ["name"]
+            model = method.Config
+            continue
+        info = getattr(model, "model_fields", {}).get(part)
+        if info is None:
+            return []
+        model = _inner_model(info.annotation)
+        if model is None:
+            return []
+    return sorted(getattr(model, "model_fields", {}))
+
+
+def _inner_model(annotation: Any):
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _missing_files(raw: dict, base_dir: Path, where) -> list[str]:
+    data = raw.get("data")
+    if not isinstance(data, dict):
+        return []
+    problems = []
+    for key in ("train", "eval"):
+        src = data.get(key)
+        path = src.get("path") if isinstance(src, dict) else None
+        if isinstance(path, str) and path:
+            resolved = resolve_data_path(path, base_dir)
+            if not resolved.exists():
+                loc = ("data", key, "path")
+                problems.append(
+                    f"{where(loc)} {_dotted(loc)}: file not found: {resolved} "
+                    f"(paths are relative to the recipe's folder)"
+                )
+    return problems
+
+
+def resolve_data_path(path: str, base_dir: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def _cross_checks(recipe: Recipe, where) -> list[str]:
+    from llmtune.methods.registry import get_method
+
+    problems = []
+    method = get_method(recipe.method.name)
+    if recipe.data.task not in method.tasks:
+        loc = ("method", "name")
+        problems.append(
+            f"{where(loc)} method.name: method {recipe.method.name!r} does not train task "
+            f"{recipe.data.task!r} (data.task); it trains: {', '.join(sorted(method.tasks))}"
+        )
+    return problems

@@ -1,0 +1,1 @@
+"""Training: the run directory, checkpoints, and one Accelerate loop for every method."""

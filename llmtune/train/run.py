@@ -1,0 +1,34 @@
+"""Run a loaded recipe: open the run directory, record the recipe, hand over to the method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmtune.console import Reporter
+from llmtune.errors import UserError
+from llmtune.recipe.load import LoadedRecipe
+from llmtune.train.context import RunContext
+from llmtune.train.run_dir import open_run_dir, write_resolved_recipe
+
+
+def default_output(loaded: LoadedRecipe) -> Path:
+    if loaded.recipe.output.dir:
+        out = Path(loaded.recipe.output.dir).expanduser()
+        return out if out.is_absolute() else Path.cwd() / out
+    stem = loaded.path.stem if loaded.path else "run"
+    return Path.cwd() / "runs" / stem
+
+
+def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None = None, resume: bool = False,
+               overwrite: bool = False, stop_after_steps: int | None = None) -> dict:
+    from llmtune.methods.registry import get_method
+
+    out = Path(output) if output else default_output(loaded)
+    if resume and not out.exists():
+        raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
+    run = open_run_dir(out, resume=resume, overwrite=overwrite)
+    write_resolved_recipe(run, loaded.recipe, loaded.base_dir)
+    method = get_method(loaded.recipe.method.name)(loaded.recipe.method)
+    reporter.log(f"run directory: {run.path}")
+    ctx = RunContext(loaded=loaded, run=run, reporter=reporter, resume=resume, stop_after_steps=stop_after_steps)
+    return method.fit(ctx)
