@@ -56,8 +56,13 @@ def evaluate_target(target: Path, overrides: list[str], limit: int | None, repor
     from llmtune.evaluate.supervised import evaluate_examples
     from llmtune.models.build import build_task_model
 
+    from llmtune.methods.registry import get_method
+
     loaded, final = load_target(target, overrides)
     r = loaded.recipe
+    custom = get_method(r.method.name)(r.method).evaluate(loaded, final, limit, reporter)
+    if custom is not None:
+        return _write_eval(final, {"target": str(target), "task": r.data.task, "method": r.method.name, **custom})
     _, model, tok, labels = load_trained(loaded, final)
     data = prepare_data(r.data, tok, loaded.base_dir)
     if labels is None:
@@ -75,9 +80,14 @@ def evaluate_target(target: Path, overrides: list[str], limit: int | None, repor
                                 labels=labels, device=device)
     result = {"target": str(target), "task": r.data.task, "method": r.method.name,
               "split": "eval" if data.eval else "train", **metrics}
+    return _write_eval(final, result)
+
+
+def _write_eval(final: Path | None, result: dict) -> dict:
+    """A run's eval.json sits beside final/ (written atomically)."""
     if final is not None:
         out = final.parent / "eval.json"
         tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
         os.replace(tmp, out)
     return result

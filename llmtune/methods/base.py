@@ -62,6 +62,15 @@ class Method:
         """Return a plain transformers body with the method folded in (only if can_merge)."""
         raise NotImplementedError(f"method {self.name!r} cannot be merged into the base weights")
 
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self, loaded, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
+        """Score a trained run (final_dir) or the base model (None) for `llmtune eval`.
+
+        Return None to use the supervised evaluation (classification / causal LM); methods
+        whose output is not a TaskModel (reward models, preference-tuned policies, a
+        linear probe) override this."""
+        return None
+
     # -- training -----------------------------------------------------------------------
     def fit(self, ctx: "RunContext") -> dict[str, Any]:
         """Train. The default is llmtune's Accelerate loop; trl-backed methods override."""
