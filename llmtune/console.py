@@ -53,3 +53,20 @@ class Reporter:
                 bar.update(task, advance=n, info=info)
 
             yield advance
+
+
+def quiet_third_party(interactive: bool) -> None:
+    """Keep library chatter out of logs: no weight-loading bars in CI, no deprecation
+    notices about calls that peft/transformers make to each other."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r".*Could not find a config file in.*")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        if not interactive:
+            hf_logging.disable_progress_bar()
+    except ImportError:
+        pass

@@ -7,23 +7,37 @@ import os
 import sys
 from typing import Any
 
-import click
+import typer
 
 from llmtune.errors import TrainingDiverged, UserError
+
+try:  # typer >= 0.20 vendors its own copy of click
+    from typer._click.exceptions import ClickException
+
+    _EXIT, _ABORT = (typer.Exit,), (typer.Abort,)
+except ImportError:  # older typer raises click's own exceptions
+    import click
+    from click import ClickException
+
+    _EXIT = (typer.Exit, click.exceptions.Exit)
+    _ABORT = (typer.Abort, click.exceptions.Abort)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def run_app(app) -> int:
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns typer.Exit's code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int):
+            return code
     except UserError as exc:
         print(f"error: {exc.render()}", file=sys.stderr)
         return EXIT_USAGE
-    except click.exceptions.Abort:
+    except _ABORT:
         print("aborted", file=sys.stderr)
         return 130
-    except click.ClickException as exc:  # bad flags or arguments: the user's input
+    except ClickException as exc:  # bad flags or arguments: the user's input
         exc.show(file=sys.stderr)
         return EXIT_USAGE
     except TrainingDiverged as exc:
@@ -31,7 +45,7 @@ def run_app(app) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         return 130
-    except click.exceptions.Exit as exc:
+    except _EXIT as exc:
         return exc.exit_code
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_FAILED

@@ -21,8 +21,13 @@ def methods(json_out: bool = typer.Option(False, "--json", help="Print JSON.")) 
         typer.echo(f"{name:<{width}}  {m.summary}")
 
 
-def schema() -> None:
+def schema(markdown: bool = typer.Option(False, "--markdown", help="Print the recipe reference as Markdown.")) -> None:
     """Print the recipe JSON Schema (point your editor's YAML plugin at it)."""
+    if markdown:
+        from llmtune.recipe.reference import render_reference
+
+        typer.echo(render_reference(), nl=False)
+        return
     import json
 
     from llmtune.recipe.schema import Recipe

@@ -18,7 +18,7 @@ def train(
 ) -> None:
     """Train the model a recipe describes; writes checkpoints, metrics and final/ to the run directory."""
     from llmtune.cli.common import emit_json
-    from llmtune.console import Reporter
+    from llmtune.console import Reporter, quiet_third_party
     from llmtune.recipe import load_recipe
     from llmtune.train.run import run_recipe
 
@@ -26,6 +26,7 @@ def train(
         raise typer.BadParameter("--resume and --overwrite contradict each other; pick one")
     loaded = load_recipe(recipe, set_ or [])
     reporter = Reporter(json_mode=json_out)
+    quiet_third_party(reporter.interactive)
     result = run_recipe(loaded, reporter, output=output, resume=resume, overwrite=overwrite)
     if json_out:
         emit_json(result)

@@ -62,7 +62,6 @@ def build_tiny(name: str, task: str, seed: int = 0):
     config.pad_token_id = tokenizer.pad_token_id
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
-    config.name_or_path = name
     # Weights depend on this seed only, not on the recipe's training seed, so that a
     # trained adapter always finds the same base model again.
     devices = []
@@ -72,7 +71,9 @@ def build_tiny(name: str, task: str, seed: int = 0):
             model = AutoModelForCausalLM.from_config(config)
         else:
             model = AutoModel.from_config(config)
-    model.config.name_or_path = name
+    # Left empty: a tiny model has no folder or hub id to point at (final/llmtune.json
+    # records the built-in name instead), and peft skips its hub look-up for an empty name.
+    model.config.name_or_path = ""
     return model
 
 

@@ -99,6 +99,12 @@ def apply_override(raw: dict, item: str) -> tuple:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
         parsed = value
+    if isinstance(parsed, str):
+        # YAML 1.1 reads `1e-4` (no dot) as a string; on a command line it means a number.
+        try:
+            parsed = float(parsed) if parsed.strip().lower() not in ("nan", "inf", "-inf", "infinity") else parsed
+        except ValueError:
+            pass
     node = raw
     for part in parts[:-1]:
         child = node.get(part)

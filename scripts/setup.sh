@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up llmtune in ./.venv from nothing: Python 3.10+ and pip are all it needs.
+# torch goes in first, pinned to the CPU build this kind of machine carries locally:
+# an unpinned torch (asked for by any dependency) would pull a multi-GB CUDA build.
+# Elsewhere, install the torch build you want first and this script keeps it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/python -m pip install -q "torch==${LLMTUNE_TORCH:-2.13.0}"
+fi
+.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -c "import llmtune, torch; print(f'llmtune {llmtune.__version__} ready (torch {torch.__version__})')"

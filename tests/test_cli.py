@@ -1,0 +1,67 @@
+"""The command line: instant help, exit codes, JSON outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+CHECK_NO_TORCH = """
+import sys
+from llmtune.cli import app
+from llmtune.cli.common import run_app
+sys.argv = {argv!r}
+code = run_app(app)
+heavy = sorted(m for m in ("torch", "transformers", "peft", "trl", "datasets", "accelerate") if m in sys.modules)
+print("HEAVY=" + ",".join(heavy))
+sys.exit(code)
+"""
+
+
+def _run(argv):
+    return subprocess.run([sys.executable, "-c", CHECK_NO_TORCH.format(argv=argv)], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_help_imports_no_heavy_library():
+    res = _run(["llmtune", "--help"])
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY=\n" in res.stdout
+    assert "train" in res.stdout and "validate" in res.stdout
+
+
+def test_validate_imports_no_heavy_library():
+    from conftest import RECIPES
+
+    res = _run(["llmtune", "validate", str(RECIPES / "quickstart.yaml")])
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY=\n" in res.stdout
+
+
+def test_methods_lists_registry(cli):
+    res = cli("methods", "--json")
+    assert res.code == 0
+    doc = json.loads(res.out)
+    assert {"full", "frozen-head", "lora"} <= set(doc)
+    assert doc["lora"]["can_merge"] is True
+
+
+def test_schema_is_json_schema(cli):
+    res = cli("schema")
+    doc = json.loads(res.out)
+    assert set(doc["properties"]) >= {"model", "data", "method", "train", "eval", "output"}
+    assert "lora" in json.dumps(doc)
+
+
+def test_bad_flag_exits_2(cli):
+    res = cli("train", "--no-such-flag", "x.yaml")
+    assert res.code == 2
+    res = cli("train", "missing.yaml")
+    assert res.code == 2 and "no such recipe file" in res.err
+
+
+def test_eval_on_missing_target_exits_2(cli, tmp_path):
+    res = cli("eval", tmp_path / "nothing")
+    assert res.code == 2 and "no such run directory" in res.err
+    res = cli("eval", tmp_path)
+    assert res.code == 2 and "not a run directory" in res.err
