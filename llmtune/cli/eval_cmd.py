@@ -1,4 +1,4 @@
-"""`llmtune eval RUN_DIR|RECIPE`: metrics as a table, or JSON for CI."""
+"""`llmtune eval`: metrics as a table, or JSON for CI."""
 
 from __future__ import annotations
 
@@ -14,18 +14,49 @@ def eval_(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe key (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
-    """Evaluate a trained run or a base model on the recipe's eval split; writes eval.json into a run."""
+    """Evaluate a trained run or a base model on the recipe's eval split; writes eval.json into a run.
+
+    Classification: accuracy, macro-F1, per-class scores, confusion matrix. Causal LM: loss
+    and perplexity; sft data also generates answers (exact match, token F1). The eval section
+    of the recipe adds in-context learning (eval.shots) and prompt templates (eval.templates):
+    see docs/evaluation.md."""
     from llmtune.cli.common import emit_json
-    from llmtune.console import Reporter
+    from llmtune.console import Reporter, quiet_third_party
     from llmtune.evaluate.runner import evaluate_target
 
-    result = evaluate_target(target, set_ or [], limit, Reporter(json_mode=json_out))
+    reporter = Reporter(json_mode=json_out)
+    quiet_third_party(reporter.interactive)
+    result = evaluate_target(target, set_ or [], limit, reporter)
     if json_out:
         emit_json(result)
-    else:
-        from llmtune.cli.tables import print_metrics
+        return
+    from llmtune.cli.tables import print_metrics
 
-        print_metrics(f"eval: {target}", result)
+    if result.get("templates"):
+        print_templates(result["templates"], result["best_template"]["metric"])
+    print_metrics(f"eval: {target}", result)
+    for sample in result.get("samples") or []:
+        print(f"--- reference: {_one_line(sample['reference'])}\n    output:    {_one_line(sample['output'])}")
+
+
+def _one_line(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_templates(rows: list[dict], metric: str) -> None:
+    """One row per template, best first (the order eval.json keeps too)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"templates, by {metric}")
+    columns = [c for c in ("accuracy", "macro_f1", "exact_match", "f1") if c in rows[0]]
+    for name in ("rank", "#", "template", *columns, "shortened"):
+        table.add_column(name, justify="left" if name == "template" else "right")
+    for row in rows:
+        table.add_row(str(row["rank"]), str(row["index"]), _one_line(row["template"].replace("\n", "\\n"), 60),
+                      *(f"{row[c]:.4f}" for c in columns), f"{row['prompts_shortened']}/{row['prompts']}")
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -50,19 +50,40 @@ def load_trained(loaded: LoadedRecipe, final: Path | None):
 
 
 def evaluate_target(target: Path, overrides: list[str], limit: int | None, reporter) -> dict:
+    from llmtune.methods.registry import get_method
+
+    loaded, final = load_target(target, overrides)
+    r = loaded.recipe
+    head = {"target": str(target), "task": r.data.task, "method": r.method.name}
+    custom = get_method(r.method.name)(r.method).evaluate(loaded, final, limit, reporter)
+    if custom is not None:
+        return _write_eval(final, {**head, **custom})
+    limit = limit or r.eval.limit
+    if r.eval.prompting and r.data.task == "classification":
+        metrics = _prompted_classification(loaded, final, limit, reporter)
+    else:
+        if r.eval.prompting and r.data.task != "sft":
+            raise UserError(f"eval.shots/templates/verbalizers apply to classification and sft data, not "
+                            f"data.task {r.data.task!r}; remove them from the eval section")
+        metrics = _supervised(loaded, final, limit, reporter)
+    return _write_eval(final, {**head, **metrics})
+
+
+def _device():
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _supervised(loaded: LoadedRecipe, final: Path | None, limit: int | None, reporter) -> dict:
+    """The model as trained: head predictions or LM loss; for sft also generated answers."""
     import torch
 
     from llmtune.data.pipeline import prepare_data
     from llmtune.evaluate.supervised import evaluate_examples
     from llmtune.models.build import build_task_model
 
-    from llmtune.methods.registry import get_method
-
-    loaded, final = load_target(target, overrides)
     r = loaded.recipe
-    custom = get_method(r.method.name)(r.method).evaluate(loaded, final, limit, reporter)
-    if custom is not None:
-        return _write_eval(final, {"target": str(target), "task": r.data.task, "method": r.method.name, **custom})
     _, model, tok, labels = load_trained(loaded, final)
     data = prepare_data(r.data, tok, loaded.base_dir)
     if labels is None:
@@ -71,16 +92,59 @@ def evaluate_target(target: Path, overrides: list[str], limit: int | None, repor
         torch.manual_seed(r.train.seed)
         model = build_task_model(r, labels)  # the untrained base: a baseline (random head)
     examples = data.eval or data.train
-    limit = limit or r.eval.limit
     if limit:
         examples = examples[:limit]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device()
     model.to(device)
     metrics = evaluate_examples(model, examples, batch_size=r.eval.batch_size, pad_id=tok.pad_token_id,
                                 labels=labels, device=device)
-    result = {"target": str(target), "task": r.data.task, "method": r.method.name,
-              "split": "eval" if data.eval else "train", **metrics}
-    return _write_eval(final, result)
+    result = {"split": "eval" if data.eval else "train", **metrics}
+    if r.data.task == "sft" and (r.eval.generate or r.eval.prompting):
+        from llmtune.evaluate.prompted import evaluate_prompted
+
+        model.eval()
+        result.update(evaluate_prompted(model.body, tok, loaded, limit, reporter, device))
+    return result
+
+
+# Encoder-only architectures: loadable as "causal LMs" by transformers, but they never
+# learnt to continue text, so label scoring on them would be noise.
+_ENCODER_ONLY = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta",
+                           "deberta-v2", "mpnet", "camembert", "modernbert"})
+
+
+def _prompted_classification(loaded: LoadedRecipe, final: Path | None, limit: int | None, reporter) -> dict:
+    """Classification by prompting a causal LM: the base model (a recipe) or a run that
+    trained a causal LM. The model is built as a causal LM whatever data.task says."""
+    import dataclasses
+
+    import torch
+
+    from llmtune.evaluate.prompted import evaluate_prompted
+    from llmtune.models.build import build_task_model
+
+    r = loaded.recipe
+    if final is not None and json.loads((final / "llmtune.json").read_text()).get("task") == "classification":
+        raise UserError(f"{final.parent}: this run trained a classification head; prompting (eval.shots, "
+                        f"eval.templates, eval.verbalizers) needs a causal LM. Evaluate the run without them, "
+                        f"or prompt the base model: `llmtune eval <recipe>`")
+    if r.model.name in ("minilm", "tiny-bert"):
+        raise UserError(f"model.name {r.model.name!r} is an encoder; prompting (eval.shots, eval.templates, "
+                        f"eval.verbalizers) needs a causal LM such as tiny-llama or a hub decoder")
+    causal = r.model_copy(update={"data": r.data.model_copy(update={"task": "causal_lm"})})
+    causal_loaded = dataclasses.replace(loaded, recipe=causal)
+    _, model, tok, _ = load_trained(causal_loaded, final)
+    if model is None:
+        model = build_task_model(causal, None)
+    if getattr(model.body.config, "model_type", None) in _ENCODER_ONLY:
+        raise UserError(f"model.name {r.model.name!r} is an encoder ({model.body.config.model_type}); prompting "
+                        f"needs a causal LM")
+    device = _device()
+    model.to(device).eval()
+    with torch.inference_mode():
+        metrics = evaluate_prompted(model.body, tok, loaded, limit, reporter, device)
+    split = "eval" if (r.data.eval is not None or r.data.eval_fraction > 0) else "train"
+    return {"split": split, **metrics}
 
 
 def _write_eval(final: Path | None, result: dict) -> dict:

@@ -1,0 +1,157 @@
+"""Prompted evaluation of a causal LM: zero/few-shot prompts, one or several templates.
+
+Classification rows are scored by the log-likelihood of each label's verbaliser; sft rows
+by generating a response and comparing it with the reference (exact match, token F1).
+Each template is scored on the same queries with the same demonstrations, so their
+scores differ by the template alone.
+"""
+
+from __future__ import annotations
+
+import time
+
+from llmtune.errors import UserError
+from llmtune.evaluate import icl
+from llmtune.evaluate.metrics import classification_metrics, generation_metrics
+from llmtune.evaluate.prompt_rows import load_rows, resolve_verbalizers, to_prompt_rows
+from llmtune.evaluate.templates import compile_templates, default_template
+
+HEADLINE = {"classification": "accuracy", "sft": "f1"}
+SAMPLES = 3  # generated answers kept in eval.json, to see what the numbers mean
+
+
+def max_positions(body) -> int | None:
+    cfg = body.config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def evaluate_prompted(body, tok, loaded, limit: int | None, reporter, device) -> dict:
+    r = loaded.recipe
+    e, d = r.eval, r.data
+    if d.task not in HEADLINE:
+        raise UserError(f"eval.shots/templates/verbalizers apply to classification and sft data, not "
+                        f"data.task {d.task!r}")
+    started = time.perf_counter()
+    eval_rows, pool_rows, labels = load_rows(loaded)
+    words = resolve_verbalizers(labels, e.verbalizers) if d.task == "classification" else None
+    queries = to_prompt_rows(eval_rows, d, labels, words)[:limit or None]
+    if not queries:
+        raise UserError("no eval rows left to prompt with (all empty?)")
+    k = e.shots or 0
+    chat = queries[0].chat is not None
+    if chat and (k or e.templates):
+        raise UserError("eval.shots > 0 and eval.templates need alpaca-style rows (instruction/output); "
+                        "chat rows are prompted with the tokenizer's chat template, zero-shot only")
+    pool = icl.dedupe_pool(to_prompt_rows(pool_rows, d, labels, words)) if k else []
+    ranked = _select(queries, pool, k, e, device, reporter)
+    templates = compile_templates(e.templates) if e.templates else [default_template(d)]
+    answer_sep = e.answer_separator if e.answer_separator is not None else (
+        " " if d.task == "classification" else "")
+    budget = _budget(body, tok, loaded, words, answer_sep)
+    entries = []
+    for template in templates:
+        style = icl.PromptStyle(template, e.demo_separator, answer_sep, nearest_last=e.selection == "nearest")
+        prompts = icl.build_prompts(queries, pool, ranked, style, tok, budget)
+        if d.task == "classification":
+            metrics = _score_classification(body, tok, prompts, queries, labels, words, answer_sep, loaded, device)
+        else:
+            metrics = _score_generation(body, tok, prompts, queries, e, device)
+        entries.append({"index": template.index, "template": template.source, **metrics,
+                        **_fit_counts(prompts, k)})
+    best_first = sorted(entries, key=lambda x: -x[HEADLINE[d.task]])  # stable: ties keep recipe order
+    best = best_first[0]
+    _report_shortened(best, len(queries), budget, reporter)
+    result = {k_: v for k_, v in best.items() if k_ not in ("index", "template")}
+    result["prompting"] = {
+        "shots": k, "selection": e.selection if k else None, "encoder": e.encoder if k and e.selection == "nearest"
+        else None, "pool": len(pool), "budget": budget, "answer_separator": answer_sep,
+        "verbalizers": dict(zip(labels, words)) if words else None,
+        "label_score": e.label_score if words else None,
+    }
+    if e.templates:
+        # Per template: the scalar scores; the full breakdown is the best one's, above.
+        result["templates"] = [{"rank": i + 1, **{k_: v for k_, v in x.items() if not isinstance(v, (list, dict))}}
+                               for i, x in enumerate(best_first)]
+        result["best_template"] = {"index": best["index"], "template": best["template"],
+                                   "metric": HEADLINE[d.task], "value": best[HEADLINE[d.task]]}
+    result["prompt_seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _select(queries, pool, k, e, device, reporter) -> list[list[int]]:
+    if k == 0:
+        return [[] for _ in queries]
+    if e.selection == "random":
+        return icl.select_random(queries, pool, k, e.seed)
+    from llmtune.evaluate.sentence_encoder import embed_texts, load_encoder
+
+    reporter.log(f"embedding {len(pool)} demonstrations and {len(queries)} queries with {e.encoder}")
+    enc_tok, encoder = load_encoder(e.encoder, device)
+    kw = {"batch_size": e.batch_size, "max_length": e.encoder_max_length, "device": device}
+    pool_vecs = embed_texts(enc_tok, encoder, [p.key for p in pool], **kw)
+    query_vecs = embed_texts(enc_tok, encoder, [q.key for q in queries], **kw)
+    del encoder
+    return icl.select_nearest(query_vecs, pool_vecs, queries, pool, k)
+
+
+def _budget(body, tok, loaded, words, answer_sep: str) -> int:
+    """Tokens a prompt may take: eval.max_length (default data.max_length), within the model's
+    positions, less what follows the prompt (the longest label word, or the generated tokens)."""
+    e = loaded.recipe.eval
+    base = e.max_length or loaded.recipe.data.max_length
+    limit = max_positions(body)
+    if words is not None:
+        longest = max(len(x) for x in tok([answer_sep + w for w in words], add_special_tokens=False)["input_ids"])
+        # +1: tokenized after the prompt, a word can split one token differently than alone.
+        budget = min(base, limit or base) - longest - 1
+    else:
+        budget = min(base, limit - e.generation.max_new_tokens) if limit else base
+    if budget < 1:
+        raise UserError(f"no room for a prompt: the budget of {base} tokens (model positions: {limit}) is used "
+                        f"up by the answer; raise eval.max_length or lower eval.generation.max_new_tokens")
+    return budget
+
+
+def _score_classification(body, tok, prompts, queries, labels, words, answer_sep, loaded, device) -> dict:
+    from llmtune.evaluate.label_scoring import continuations, score_labels
+
+    prefix = icl.special_prefix(tok)
+    pairs = continuations(tok, prompts, words, answer_sep, prefix)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    scores = score_labels(body, pairs, pad_id=pad, batch_size=loaded.recipe.eval.batch_size,
+                          reduce=loaded.recipe.eval.label_score, device=device)
+    preds = scores.argmax(dim=1).tolist()
+    return classification_metrics(preds, [q.label for q in queries], labels)
+
+
+def _score_generation(body, tok, prompts, queries, e, device) -> dict:
+    from llmtune.evaluate.generation import generate_texts
+
+    outputs = generate_texts(body, tok, [p.ids for p in prompts], e.generation, batch_size=e.batch_size,
+                             device=device)
+    refs = [q.answer for q in queries]
+    metrics = generation_metrics(outputs, refs)
+    metrics["samples"] = [{"prompt": p.text, "demos": len(p.demos), "reference": ref, "output": out}
+                          for p, ref, out in list(zip(prompts, refs, outputs))[:SAMPLES]]
+    return metrics
+
+
+def _fit_counts(prompts, k: int) -> dict:
+    return {
+        "prompts": len(prompts),
+        "prompts_shortened": sum(1 for p in prompts if p.dropped or p.cut),
+        "demos_dropped": sum(p.dropped for p in prompts),
+        "queries_cut": sum(1 for p in prompts if p.cut),
+        "mean_demos": (sum(len(p.demos) for p in prompts) / len(prompts)) if prompts else 0.0,
+    }
+
+
+def _report_shortened(best: dict, n: int, budget: int, reporter) -> None:
+    if best["prompts_shortened"]:
+        reporter.warn(f"{best['prompts_shortened']} of {n} prompts were over the {budget}-token budget and were "
+                      f"shortened: {best['demos_dropped']} demonstrations dropped, {best['queries_cut']} queries "
+                      f"cut at the start (raise eval.max_length or lower eval.shots)")
