@@ -7,7 +7,8 @@ import json
 import os
 from pathlib import Path
 
-CACHE_VERSION = 1  # bump when the encoding code changes what it produces
+CACHE_VERSION = 2  # bump when the encoding code changes what it produces
+_REQUIRED = ("train", "eval", "summary")
 
 
 def cache_dir() -> Path:
@@ -27,8 +28,18 @@ def tokenizer_fingerprint(tok) -> str:
     return h.hexdigest()[:16]
 
 
+def _code_fingerprint() -> str:
+    """The source of the modules that turn rows into ids: editing them invalidates the cache
+    even when nobody remembers to bump CACHE_VERSION."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("encode.py", "readers.py", "pipeline.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def cache_key(**parts) -> str:
-    payload = json.dumps({"v": CACHE_VERSION, **parts}, sort_keys=True, default=str)
+    payload = json.dumps({"v": CACHE_VERSION, "code": _code_fingerprint(), **parts}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -37,14 +48,22 @@ def load_cached(key: str) -> dict | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None  # a damaged cache entry is rebuilt, never trusted
+    if not isinstance(value, dict) or not all(k in value for k in _REQUIRED):
+        return None
+    return value
 
 
 def store_cached(key: str, value: dict) -> None:
+    """Best effort: a cache that cannot be written (read-only home, full disk) costs time
+    on the next run, never the run itself."""
     path = cache_dir() / f"{key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)  # atomic: readers see the old entry or the new one, never half
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, path)  # atomic: readers see the old entry or the new one, never half
+    except OSError:
+        tmp.unlink(missing_ok=True)

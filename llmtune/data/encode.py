@@ -13,8 +13,12 @@ IGNORE = -100  # label id the loss skips (prompt tokens in SFT, padding)
 
 @dataclass
 class EncodeStats:
+    """Rows changed or left out, reported in the log and the manifest: never a silent drop."""
+
     truncated: int = 0
     dropped_empty: int = 0
+    dropped_truncated: int = 0
+    """sft rows whose response was cut off entirely by max_length (nothing left to learn)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -27,22 +31,35 @@ def _text(row: Row, col: str, required: bool = True) -> str | None:
     value = row.data[col]
     if value is None:
         return "" if required else None
+    if isinstance(value, (dict, list, tuple)):
+        raise DataError(f"{row.where}: column {col!r} holds a {type(value).__name__}, not text; "
+                        f"map data.columns to a text column")
     return value if isinstance(value, str) else str(value)
+
+
+def _label_text(row: Row, col: str) -> str:
+    if col not in row.data:
+        raise DataError(f"{row.where}: no column {col!r} (columns: {', '.join(map(str, row.data))}); "
+                        f"map it with data.columns.label")
+    value = row.data[col]
+    text = "" if value is None else str(value).strip()
+    if not text or isinstance(value, (dict, list)):
+        raise DataError(f"{row.where}: the label in column {col!r} is {'empty' if not text else 'not a label'} "
+                        f"({value!r}); fix or remove the row")
+    return text
 
 
 def label_names(rows: list[Row], col: str, given: list[str] | None) -> list[str]:
     if given:
         return list(given)
-    seen = set()
-    for row in rows:
-        if col not in row.data:
-            raise DataError(f"{row.where}: no column {col!r}; map it with data.columns.label")
-        seen.add(str(row.data[col]).strip())
+    seen = {_label_text(row, col) for row in rows}
     return sorted(seen, key=lambda s: (not s.lstrip("-").isdigit(), int(s) if s.lstrip("-").isdigit() else 0, s))
 
 
 def label_id(row: Row, value: Any, names: list[str]) -> int:
-    text = str(value).strip()
+    text = "" if value is None else str(value).strip()
+    if not text:
+        raise DataError(f"{row.where}: the label is empty; fix or remove the row")
     if text in names:
         return names.index(text)
     if isinstance(value, bool):
@@ -75,9 +92,8 @@ def encode_classification(rows, tok, cfg, names: list[str], stats: EncodeStats) 
         if c.text_pair:
             pairs.append(_text(row, c.text_pair))
     if not keep:
-        raise DataError("no rows left to train on after dropping empty texts")
-    labels = [label_id(r, r.data.get(c.label), names) if c.label in r.data else _missing(r, c.label)
-              for r in keep]
+        raise DataError(f"{_source(rows)}: every row has an empty {c.text!r}; nothing to train on")
+    labels = [label_id(r, r.data[c.label], names) for r in keep if _label_text(r, c.label)]
     tok.truncation_side = cfg.truncation_side
     ids = tok(texts, pairs or None, truncation=False, verbose=False)["input_ids"]
     # Tokenize once; only the few over-long rows go through the tokenizer's truncation
@@ -92,9 +108,13 @@ def encode_classification(rows, tok, cfg, names: list[str], stats: EncodeStats) 
     return [{"input_ids": x, "label": y} for x, y in zip(ids, labels)]
 
 
-def _missing(row: Row, col: str):
-    raise DataError(f"{row.where}: no column {col!r} (columns: {', '.join(map(str, row.data))}); "
-                    f"map it with data.columns.label")
+def _source(rows: list[Row]) -> str:
+    """The file the rows came from, for messages about all of them."""
+    where = rows[0].where if rows else "data"
+    for sep in (" row ", ":"):
+        if sep in where:
+            return where.rsplit(sep, 1)[0]
+    return where
 
 
 def encode_causal_lm(rows, tok, cfg, stats: EncodeStats) -> list[dict]:
@@ -141,7 +161,7 @@ def encode_sft(rows, tok, cfg, stats: EncodeStats) -> list[dict]:
             ids, labels = _truncate(ids, cfg.max_length, cfg.truncation_side), \
                 _truncate(labels, cfg.max_length, cfg.truncation_side)
         if all(x == IGNORE for x in labels):
-            stats.dropped_empty += 1  # the response was cut off entirely: nothing to learn
+            stats.dropped_truncated += 1  # the response was cut off entirely: nothing to learn
             continue
         out.append({"input_ids": ids, "labels": labels})
     return out
@@ -162,7 +182,14 @@ def _alpaca_pieces(row: Row, tok, cfg):
             return None
         raise DataError(f"{row.where}: empty {c.instruction!r} or {c.output!r}; remove the row or set "
                         f"data.empty_rows: drop")
-    prompt = render_alpaca_prompt(cfg.prompt_template, instruction, inp)
+    try:
+        prompt = render_alpaca_prompt(cfg.prompt_template, instruction, inp)
+    except (KeyError, IndexError, ValueError) as exc:
+        from llmtune.errors import RecipeError
+
+        raise RecipeError(f"data.prompt_template: cannot fill it in ({type(exc).__name__}: {exc}); use only "
+                          f"{{instruction}}, {{input}} and {{input_block}}, and write a literal brace as "
+                          f"{{{{ or }}}}") from None
     prompt_ids = tok(prompt, add_special_tokens=True)["input_ids"]
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     response_ids = tok(response, add_special_tokens=False)["input_ids"] + eos
@@ -177,6 +204,16 @@ def _chat_pieces(row: Row, tok, cfg):
     if getattr(tok, "chat_template", None) is None:
         raise DataError(f"{row.where}: chat rows need a tokenizer with a chat template; this model's "
                         f"tokenizer has none (use alpaca fields, or a chat model)")
+    try:
+        return _render_chat(msgs, tok, row)
+    except DataError:
+        raise
+    except Exception as exc:  # jinja2 raises from inside the model's own template
+        raise DataError(f"{row.where}: the chat template could not render these messages "
+                        f"({type(exc).__name__}: {exc}); check roles and contents") from None
+
+
+def _render_chat(msgs, tok, row: Row):
     # Render growing prefixes: tokens added by an assistant turn train, the rest do not.
     # This works with any chat template, without {% generation %} markers.
     pieces, done = [], []

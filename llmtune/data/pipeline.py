@@ -47,7 +47,7 @@ def prepare_data(data_cfg, tok, base_dir: Path) -> Prepared:
         eval_rows, eval_fp = read_source(data_cfg.eval, base_dir)
     else:
         train_rows, eval_rows = split_rows(train_rows, data_cfg.eval_fraction, data_cfg.split_seed)
-        eval_fp = f"heldout:{data_cfg.eval_fraction}:{data_cfg.split_seed}"
+        eval_fp = f"heldout:{data_cfg.eval_fraction}:{data_cfg.split_seed}:{train_fp}"
     labels = None
     if data_cfg.task == "classification":
         labels = encode.label_names(train_rows, data_cfg.columns.label, data_cfg.labels)
@@ -62,13 +62,24 @@ def prepare_data(data_cfg, tok, base_dir: Path) -> Prepared:
             "train": _encode(train_rows, tok, data_cfg, labels, stats),
             "eval": _encode(eval_rows, tok, data_cfg, labels, stats) if eval_rows else [],
             "summary": {"truncated": stats.truncated, "dropped_empty": stats.dropped_empty,
+                        "dropped_truncated": stats.dropped_truncated,
                         "train_rows": len(train_rows), "eval_rows": len(eval_rows)},
         }
         cache.store_cached(key, cached)
+    source = data_cfg.train.path or data_cfg.train.hub
     if not cached["train"]:
-        raise DataError(f"{data_cfg.train.path or data_cfg.train.hub}: no usable training rows")
+        raise DataError(f"{source}: no usable training rows out of {len(train_rows)} "
+                        f"({_left_out(cached['summary'])})")
+    if eval_rows and not cached["eval"]:
+        raise DataError(f"{data_cfg.eval.path or data_cfg.eval.hub if data_cfg.eval else source}: no usable "
+                        f"evaluation rows out of {len(eval_rows)} ({_left_out(cached['summary'])})")
     return Prepared(cached["train"], cached["eval"], labels,
                     {"train": train_fp, "eval": eval_fp, "cache_key": key}, cached["summary"])
+
+
+def _left_out(summary: dict) -> str:
+    return (f"{summary.get('dropped_empty', 0)} dropped as empty, {summary.get('dropped_truncated', 0)} "
+            f"dropped because max_length cut off the response")
 
 
 def _encode(rows, tok, cfg, labels, stats):

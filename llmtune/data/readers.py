@@ -25,6 +25,8 @@ def read_rows(path: Path, limit: int | None = None) -> list[Row]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found; check data paths (relative to the recipe's folder)")
+    if not path.is_file():
+        raise DataError(f"{path}: not a file (a directory?); point the data path at a data file")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind == "gz":
         inner = Path(path.stem).suffix.lower()
@@ -34,33 +36,53 @@ def read_rows(path: Path, limit: int | None = None) -> list[Row]:
     if kind is None:
         raise DataError(f"{path}: unknown file type {path.suffix!r}; use .json, .jsonl, .csv, .tsv, "
                         f".parquet or .txt")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty")
     try:
+        if path.stat().st_size == 0:
+            raise DataError(f"{path}: the file is empty")
         rows = _READERS[kind](path, limit)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start}); "
-                        f"convert the file to UTF-8") from None
+    except OSError as exc:  # permissions, a file vanishing mid-read, a corrupt .gz
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    except EOFError:
+        raise DataError(f"{path}: the compressed file is cut short") from None
     if not rows:
-        raise DataError(f"{path}: no rows found")
+        raise DataError(f"{path}: no rows found (only blank lines or a header?)")
     return rows[:limit] if limit else rows
+
+
+def _read_text(path: Path, opener=open) -> str:
+    """The whole file as text. Decoding it in one piece gives the exact line of a bad byte."""
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        return raw.decode("utf-8-sig")  # -sig: drop the byte-order mark some editors write
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x} at offset {exc.start}); "
+                        f"convert the file to UTF-8 or remove the row") from None
+
+
+def _parse_json(text: str, where: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno}); fix or remove "
+                        f"the line") from None
+    except (ValueError, RecursionError) as exc:  # 5000-digit numbers, absurd nesting
+        raise DataError(f"{where}: JSON that cannot be read ({type(exc).__name__}: {str(exc)[:100]})") from None
 
 
 def _read_jsonl(path: Path, limit: int | None, opener=open) -> list[Row]:
     rows = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg}); fix or remove the line") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
-            rows.append(Row(obj, f"{path}:{lineno}"))
-            if limit and len(rows) >= limit:
-                break
+    for lineno, line in enumerate(_read_text(path, opener).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        obj = _parse_json(line, where)
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object per line, got {type(obj).__name__}")
+        rows.append(Row(obj, where))
+        if limit and len(rows) >= limit:
+            break
     return rows
 
 
@@ -71,10 +93,13 @@ def _read_jsonl_gz(path: Path, limit: int | None) -> list[Row]:
 
 
 def _read_json(path: Path, limit: int | None) -> list[Row]:
+    text = _read_text(path)
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise DataError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{path}: JSON that cannot be read ({type(exc).__name__}: {str(exc)[:100]})") from None
     if isinstance(obj, dict):
         # {"data": [...]} and similar single-key wrappers.
         lists = [v for v in obj.values() if isinstance(v, list)]
@@ -92,16 +117,24 @@ def _read_json(path: Path, limit: int | None) -> list[Row]:
 
 
 def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
+    import io
+
     rows = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        # TSV text often contains quote characters that are not CSV quoting (SST-2 does).
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+    fh = io.StringIO(_read_text(path), newline="")
+    # TSV text often contains quote characters that are not CSV quoting (SST-2 does).
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+    try:
         header = next(reader, None)
         if not header:
             raise DataError(f"{path}: no header row; the first line must name the columns")
         header = [h.strip() for h in header]
-        for lineno, values in enumerate(reader, start=2):
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if repeated:
+            raise DataError(f"{path}:1: column name(s) {', '.join(map(repr, repeated))} appear more than once "
+                            f"in the header; rename them")
+        for values in reader:
+            lineno = reader.line_num
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) != len(header):
@@ -110,6 +143,8 @@ def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
             rows.append(Row(dict(zip(header, values)), f"{path}:{lineno}"))
             if limit and len(rows) >= limit:
                 break
+    except csv.Error as exc:  # NUL bytes, an unclosed quote, a field over the size limit
+        raise DataError(f"{path}:{reader.line_num}: cannot parse this line ({exc})") from None
     return rows
 
 
@@ -127,13 +162,12 @@ def _read_parquet(path: Path, limit: int | None) -> list[Row]:
 
 def _read_txt(path: Path, limit: int | None) -> list[Row]:
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            line = line.rstrip("\n")
-            if line.strip():
-                rows.append(Row({"text": line}, f"{path}:{lineno}"))
-            if limit and len(rows) >= limit:
-                break
+    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
+        line = line.rstrip("\r")
+        if line.strip():
+            rows.append(Row({"text": line}, f"{path}:{lineno}"))
+        if limit and len(rows) >= limit:
+            break
     return rows
 
 

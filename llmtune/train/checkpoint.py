@@ -1,5 +1,11 @@
 """Resumable checkpoints, written atomically: a temp folder renamed into place, so a kill
-mid-write leaves either the old set of checkpoints or the new one, never half of one."""
+mid-write leaves either the old set of checkpoints or the new one, never half of one.
+
+A step folder counts only once its state.json exists (written last, after every other
+file is flushed to disk). Folders are deleted by renaming them out of the `step-N`
+namespace first, so a kill mid-delete cannot leave a half-deleted checkpoint that still
+looks complete.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,14 @@ from pathlib import Path
 import torch
 
 STATE_FILE = "state.json"
+WEIGHTS_FILE = "trainable.safetensors"
+FILES = (WEIGHTS_FILE, "optimizer.pt", "scheduler.pt", "rng.pt", STATE_FILE)
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_SCRATCH = (".tmp-step-*", ".del-*")
+
+
+class CheckpointUnreadable(Exception):
+    """A checkpoint's files exist but cannot be read back (disk damage, a foreign file)."""
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -28,6 +41,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _rng_state() -> dict:
+    version, state, gauss = random.getstate()
+    rng = {"torch": torch.get_rng_state(), "python": list(state), "python_version": version,
+           "python_gauss": gauss}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
 def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int) -> Path:
     from safetensors.torch import save_file
 
@@ -37,63 +59,131 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, state: d
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
+    save_file(trainable_state(model), str(tmp / WEIGHTS_FILE))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-           "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
+    torch.save(_rng_state(), tmp / "rng.pt")
+    for name in FILES[:-1]:
+        _fsync_file(tmp / name)
     # state.json last: its presence inside a step folder marks the folder complete.
     (tmp / STATE_FILE).write_text(json.dumps({"step": step, **state}, indent=2))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
+    _fsync_file(tmp / STATE_FILE)
+    if final.exists():  # re-saving a step after a resume from an earlier one
+        _discard(final)
     os.replace(tmp, final)
     _fsync_dir(root)
-    _prune(root, keep)
+    prune(root, keep)
     return final
 
 
-def _prune(root: Path, keep: int) -> None:
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _discard(path: Path) -> None:
+    """Delete a step folder: rename it out of the `step-N` namespace first (atomic), then
+    remove the files, so no reader ever sees a half-deleted checkpoint as complete."""
+    trash = path.parent / f".del-{path.name}-{os.getpid()}"
+    if trash.exists():
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def prune(root: Path, keep: int) -> None:
+    """Keep the newest `keep` complete checkpoints; remove older ones, incomplete step
+    folders and scratch folders left by a killed writer."""
     for path in complete_checkpoints(root)[:-keep]:
-        shutil.rmtree(path, ignore_errors=True)
-    for stale in root.glob(".tmp-step-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+        _discard(path)
+    for path in incomplete_checkpoints(root):
+        _discard(path)
+    for pattern in _SCRATCH:
+        for stale in root.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
-def complete_checkpoints(root: Path) -> list[Path]:
-    """Checkpoints a resume may use, oldest first. Temp folders never qualify."""
+def _step_dirs(root: Path) -> list[tuple[int, Path]]:
     if not root.exists():
         return []
     found = []
     for path in root.iterdir():
         m = _STEP_DIR.match(path.name)
-        if m and (path / STATE_FILE).exists():
+        if m and path.is_dir():
             found.append((int(m.group(1)), path))
-    return [p for _, p in sorted(found)]
+    return sorted(found)
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Checkpoints a resume may use, oldest first. Temp folders never qualify, nor do step
+    folders without state.json (a writer killed before it finished)."""
+    return [p for _, p in _step_dirs(root) if (p / STATE_FILE).is_file()]
+
+
+def incomplete_checkpoints(root: Path) -> list[Path]:
+    return [p for _, p in _step_dirs(root) if not (p / STATE_FILE).is_file()]
+
+
+def discard_after(root: Path, step: int) -> None:
+    """On resume from step N, checkpoints past N belong to a future this run will redo."""
+    for n, path in _step_dirs(root):
+        if n > step:
+            _discard(path)
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Every file of a checkpoint, read fully before anything is applied, so a damaged
+    checkpoint leaves the model and optimizer untouched."""
     from safetensors.torch import load_file
 
-    weights = load_file(str(path / "trainable.safetensors"))
+    try:
+        return {
+            "weights": load_file(str(path / WEIGHTS_FILE)),
+            "optimizer": torch.load(path / "optimizer.pt", weights_only=True),
+            "scheduler": torch.load(path / "scheduler.pt", weights_only=True),
+            "rng": torch.load(path / "rng.pt", weights_only=True),
+            "state": json.loads((path / STATE_FILE).read_text()),
+        }
+    except Exception as exc:  # safetensors, pickle and json each raise their own types
+        raise CheckpointUnreadable(f"{path}: {type(exc).__name__}: {exc}") from None
+
+
+def apply_checkpoint(ckpt: dict, path: Path, model, optimizer, scheduler) -> dict:
+    """Put a read checkpoint back: trainable weights, optimizer, schedule and RNG streams."""
+    weights = ckpt["weights"]
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
-    if missing:
-        raise RuntimeError(f"checkpoint {path} does not match this model (missing {missing[:3]}...); "
-                           f"was the recipe's model or method changed?")
+    unknown = [n for n in weights if n not in params]
+    if missing or unknown:
+        from llmtune.errors import UserError
+
+        raise UserError(f"--resume: checkpoint {path} does not match this model (missing "
+                        f"{missing[:3]}, unexpected {unknown[:3]}); was the recipe's model or method "
+                        f"changed? Resume with the original recipe, or start over with --overwrite")
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    rng = torch.load(path / "rng.pt", weights_only=True)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    rng = ckpt["rng"]
     torch.set_rng_state(rng["torch"])
     random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return json.loads((path / STATE_FILE).read_text())
+    return ckpt["state"]
+
+
+def load_latest(root: Path, model, optimizer, scheduler, warn) -> tuple[Path, dict] | None:
+    """Restore the newest readable checkpoint; an unreadable one is reported and skipped."""
+    for path in reversed(complete_checkpoints(root)):
+        try:
+            ckpt = read_checkpoint(path)
+        except CheckpointUnreadable as exc:
+            warn(f"checkpoint unreadable, trying an older one: {exc}")
+            continue
+        return path, apply_checkpoint(ckpt, path, model, optimizer, scheduler)
+    return None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    return apply_checkpoint(read_checkpoint(path), path, model, optimizer, scheduler)

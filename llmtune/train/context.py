@@ -16,8 +16,6 @@ class RunContext:
     run: RunDir
     reporter: Reporter
     resume: bool = False
-    stop_after_steps: int | None = None
-    """Testing aid: end the process as if killed after this many optimizer steps."""
     manifest_extra: dict = field(default_factory=dict)
 
     @property

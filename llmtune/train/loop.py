@@ -2,8 +2,12 @@
 
 Methods plug in through Method.apply/save; this file never looks at a method's name.
 Habits kept from the first line: batches padded to their own longest sequence and grouped
-by length, no host sync in the step except the one finite-loss check per optimizer step,
+by length, no host sync in the step except the one finite check per optimizer step,
 tokens/s counted on real (non-padding) tokens.
+
+Resume is exact: a checkpoint holds the trainable weights, optimizer, schedule, RNG
+streams, data position (epoch, batch) and the logging window, and data order is a pure
+function of (seed, epoch), so a resumed run replays exactly what the lost part did.
 """
 
 from __future__ import annotations
@@ -27,7 +31,12 @@ from llmtune.models.load import load_tokenizer
 from llmtune.models.task_model import write_info
 from llmtune.train import checkpoint as ckpt
 from llmtune.train.optim import build_optimizer, build_scheduler
-from llmtune.train.run_dir import build_manifest, read_manifest, write_manifest
+from llmtune.train.run_dir import build_manifest, manifest_changes, read_manifest, recipe_hash, write_manifest
+
+HOLD_ENV = "LLMTUNE_HOLD_AT_STEP"
+"""Testing aid: after optimizer step N, run one more forward/backward (so the process sits
+mid gradient accumulation), then wait for a signal. Tests SIGKILL or SIGTERM the process
+there, at a step they choose, instead of racing a timer."""
 
 
 class StopRequested:
@@ -74,10 +83,7 @@ def train_loop(ctx, method) -> dict:
 
     tok = load_tokenizer(r.model.name, r.model.trust_remote_code, r.model.revision)
     data = prepare_data(r.data, tok, ctx.base_dir)
-    s = data.summary
-    rep.log(f"data: {len(data.train)} train / {len(data.eval)} eval examples"
-            + (f"; {s['truncated']} truncated to {r.data.max_length} tokens" if s.get("truncated") else "")
-            + (f"; {s['dropped_empty']} empty rows dropped" if s.get("dropped_empty") else ""))
+    rep.log(_data_line(data, r.data.max_length))
     model = build_task_model(r, data.labels)
     method.apply(model)
     trainable, total = model.trainable_parameters()
@@ -92,38 +98,31 @@ def train_loop(ctx, method) -> dict:
 
     manifest = build_manifest(ctx.loaded.path, t.seed, {
         "method": method.name, "task": r.data.task, "model": r.model.name,
-        "data_fingerprint": data.fingerprint, "data_summary": s,
-        "tokenizer_hash": data.fingerprint.get("cache_key") and _tok_hash(tok),
-        "trainable_parameters": trainable, "total_parameters": total,
+        "recipe_hash": recipe_hash(r), "data_fingerprint": data.fingerprint, "data_summary": data.summary,
+        "tokenizer_hash": _tok_hash(tok), "trainable_parameters": trainable, "total_parameters": total,
         "trainable_percent": 100 * trainable / total, "total_steps": total_steps, **ctx.manifest_extra,
     })
     position = {"epoch": 0, "batch": 0, "tokens": 0, "elapsed": 0.0, "skipped": 0}
+    window = {"loss": 0.0, "tokens": 0, "steps": 0}
     step = 0
     if ctx.resume:
-        found = ckpt.complete_checkpoints(run.checkpoints)
-        if found:
-            _warn_if_changed(read_manifest(run), manifest, rep)
-            state = ckpt.load_checkpoint(found[-1], accelerator.unwrap_model(model), optimizer, scheduler)
-            step = state["step"]
-            position.update({k: state[k] for k in position if k in state})
-            rep.log(f"resumed from {found[-1].name} (epoch {position['epoch']}, batch {position['batch']})")
-        else:
-            rep.log("no complete checkpoint to resume from; starting from the beginning")
+        step = _resume(run, manifest, accelerator.unwrap_model(model), optimizer, scheduler, position, window, rep)
     _drop_metrics_after(run, step)
     write_manifest(run, manifest)
 
     pad_id = tok.pad_token_id
     lengths = [len(e["input_ids"]) for e in data.train]
     device = accelerator.device
-    window_loss = torch.zeros((), device=device)
-    window_tokens = torch.zeros((), dtype=torch.long, device=device)
-    window_micro = 0
+    window_loss = torch.tensor(window["loss"], device=device)
+    window_tokens = torch.tensor(window["tokens"], dtype=torch.long, device=device)
+    window_micro = window["steps"]
     window_start = time.perf_counter()
     run_start = time.perf_counter() - position["elapsed"]
     model.train()
     micro = 0
     step_loss = torch.zeros((), device=device)
     rank, world = accelerator.process_index, accelerator.num_processes
+    hold_at = _hold_step()
     result = {"steps": total_steps}
 
     with StopRequested() as stop, rep.progress(total_steps, f"train {method.name}", completed=step) as advance:
@@ -143,24 +142,22 @@ def train_loop(ctx, method) -> dict:
                     accelerator.backward(loss / t.grad_accum)
                 step_loss += loss.detach() / t.grad_accum
                 window_tokens += batch["attention_mask"].sum()
+                if hold_at is not None and step == hold_at:
+                    _hold(stop, rep, step)
+                    hold_at = None
                 if not last_micro:
                     continue
                 micro = 0
-                # One host sync per optimizer step: a NaN must never reach the weights.
-                if not torch.isfinite(step_loss):
+                norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm else None
+                # One host sync per optimizer step: a NaN/inf must never reach the weights.
+                finite = torch.isfinite(step_loss) if norm is None else torch.isfinite(step_loss) & torch.isfinite(norm)
+                if not bool(finite):
                     optimizer.zero_grad(set_to_none=True)
                     position["skipped"] += 1
-                    if t.on_nonfinite_loss == "stop" or position["skipped"] > t.max_skipped_steps:
-                        last = ckpt.complete_checkpoints(run.checkpoints)
-                        keep = f"; the last good checkpoint is {last[-1]}" if last else ""
-                        raise TrainingDiverged(
-                            f"loss became {step_loss.item()} at step {step + 1}{keep}. Lower train.lr, "
-                            f"check the data, or set train.on_nonfinite_loss: skip")
-                    rep.warn(f"non-finite loss at step {step + 1}; step skipped ({position['skipped']} so far)")
+                    _on_nonfinite(t, run, rep, step + 1, step_loss, norm, position["skipped"])
                     step_loss.zero_()
+                    window_tokens.zero_()
                     continue
-                if t.max_grad_norm:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -189,17 +186,14 @@ def train_loop(ctx, method) -> dict:
                 position["elapsed"] = time.perf_counter() - run_start
                 if (t.save_every and step % t.save_every == 0) or stop.signal:
                     if accelerator.is_main_process:
+                        window_state = {"loss": window_loss.item(), "tokens": int(window_tokens.item()),
+                                        "steps": window_micro}
                         ckpt.save_checkpoint(run.checkpoints, step, accelerator.unwrap_model(model), optimizer,
-                                             scheduler, position, t.keep_checkpoints)
+                                             scheduler, {**position, "window": window_state},
+                                             t.keep_checkpoints)
                     accelerator.wait_for_everyone()
                 if stop.signal:
-                    name = signal.Signals(stop.signal).name
-                    rep.log(f"{name}: stopped at step {step}, checkpoint saved. Resume with: "
-                            f"llmtune train {ctx.loaded.path} --resume")
-                    accelerator.end_training()
-                    raise KeyboardInterrupt
-                if ctx.stop_after_steps and step >= ctx.stop_after_steps:
-                    os._exit(9)  # testing aid: behave like SIGKILL (no cleanup, no final save)
+                    _exit_on_signal(ctx, rep, accelerator, stop.signal, step)
             if position["batch"] >= usable:
                 position["epoch"] += 1
                 position["batch"] = 0
@@ -211,7 +205,7 @@ def train_loop(ctx, method) -> dict:
         final_eval = _log_eval(run, rep, step, model, data, r, accelerator)
     if accelerator.is_main_process:
         _save_final(run, method, unwrapped, tok, r, data.labels)
-        manifest.update({"train_seconds": train_seconds, "steps": step,
+        manifest.update({"train_seconds": train_seconds, "steps": step, "skipped_steps": position["skipped"],
                          "peak_memory_mb": _peak_memory_mb(), "final_eval": headline(final_eval)})
         write_manifest(run, manifest)
     accelerator.wait_for_everyone()
@@ -219,6 +213,81 @@ def train_loop(ctx, method) -> dict:
     result.update({"steps": step, "train_seconds": train_seconds, "trainable_parameters": trainable,
                    "total_parameters": total, "eval": final_eval, "run_dir": str(run.path)})
     return result
+
+
+def _data_line(data, max_length: int) -> str:
+    s = data.summary
+    line = f"data: {len(data.train)} train / {len(data.eval)} eval examples"
+    if s.get("truncated"):
+        line += f"; {s['truncated']} truncated to {max_length} tokens"
+    if s.get("dropped_empty"):
+        line += f"; {s['dropped_empty']} rows with empty text dropped (data.empty_rows: drop)"
+    if s.get("dropped_truncated"):
+        line += (f"; {s['dropped_truncated']} rows dropped because truncation cut off everything "
+                 f"the loss trains on (raise data.max_length to keep them)")
+    return line
+
+
+def _resume(run, manifest, model, optimizer, scheduler, position, window, rep) -> int:
+    """Restore the newest complete checkpoint; returns the step it was written at."""
+    old = read_manifest(run)
+    for warning in manifest_changes(old, manifest):
+        rep.warn(warning)
+    if old:
+        manifest["resumes"] = old.get("resumes", []) + [manifest["created"]]
+        manifest["created"] = old.get("created", manifest["created"])
+    found = ckpt.load_latest(run.checkpoints, model, optimizer, scheduler, rep.warn)
+    if found is None:
+        rep.log("no complete checkpoint to resume from; starting from the beginning")
+        ckpt.discard_after(run.checkpoints, 0)
+        return 0
+    path, state = found
+    position.update({k: state[k] for k in position if k in state})
+    window.update(state.get("window", {}))
+    ckpt.discard_after(run.checkpoints, state["step"])
+    rep.log(f"resumed from {path.name} (epoch {position['epoch']}, batch {position['batch']})")
+    return state["step"]
+
+
+def _on_nonfinite(t, run, rep, step: int, loss, norm, skipped: int) -> None:
+    what = f"loss {loss.item()}" if not torch.isfinite(loss) else f"gradient norm {norm.item()}"
+    if t.on_nonfinite_loss == "skip" and skipped <= t.max_skipped_steps:
+        rep.warn(f"non-finite {what} at step {step}; step skipped, weights unchanged "
+                 f"({skipped} of at most {t.max_skipped_steps} skipped)")
+        return
+    last = ckpt.complete_checkpoints(run.checkpoints)
+    keep = (f"The last good checkpoint is {last[-1]}; after changing the recipe, continue from it with "
+            f"--resume, or start over with --overwrite." if last else
+            "No checkpoint was written before it (set train.save_every to keep some).")
+    why = (f"more than train.max_skipped_steps ({t.max_skipped_steps}) steps were skipped"
+           if t.on_nonfinite_loss == "skip" else "train.on_nonfinite_loss is stop")
+    raise TrainingDiverged(
+        f"training diverged: non-finite {what} at step {step}; stopped because {why}. The weights were "
+        f"not updated with it. Lower train.lr, keep train.max_grad_norm set, check the data, or set "
+        f"train.on_nonfinite_loss: skip. {keep}")
+
+
+def _exit_on_signal(ctx, rep, accelerator, signum: int, step: int):
+    from llmtune.train.run import default_output
+
+    name = signal.Signals(signum).name
+    recipe = ctx.loaded.path or "RECIPE"
+    out = "" if ctx.loaded.path and default_output(ctx.loaded) == ctx.run.path else f" --output {ctx.run.path}"
+    rep.log(f"{name}: stopped at step {step}; checkpoint saved to {ctx.run.checkpoints / f'step-{step}'}. "
+            f"Resume with: llmtune train {recipe}{out} --resume (repeat any --set options)")
+    accelerator.end_training()
+    raise SystemExit(128 + signum)  # the shell's convention for "ended by signal N"
+
+
+def _hold_step() -> int | None:
+    value = os.environ.get(HOLD_ENV)
+    return int(value) if value and value.isdigit() else None
+
+
+def _hold(stop: StopRequested, rep, step: int) -> None:
+    rep.log(f"{HOLD_ENV}: holding after step {step} (mid-accumulation) until a signal arrives")
+    while stop.signal is None:
+        time.sleep(0.02)
 
 
 def _log_eval(run, rep, step, model, data, r, accelerator) -> dict:
@@ -250,8 +319,14 @@ def _save_final(run, method, model, tok, recipe, labels) -> None:
                      "pooling": recipe.model.pooling if model.head is not None else None,
                      "labels": labels})
     if run.final.exists():
-        shutil.rmtree(run.final)
-    os.replace(tmp, run.final)
+        old = run.path / ".final.old"
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(run.final, old)
+        os.replace(tmp, run.final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, run.final)
 
 
 def _peak_memory_mb() -> float:
@@ -274,15 +349,3 @@ def _drop_metrics_after(run, step: int) -> None:
     tmp = run.metrics.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(rec) + "\n" for rec in kept))
     os.replace(tmp, run.metrics)
-
-
-_WATCHED = ("versions", "data_fingerprint", "tokenizer_hash", "seed", "method", "model", "total_steps")
-
-
-def _warn_if_changed(old: dict | None, new: dict, rep) -> None:
-    if not old:
-        return
-    for key in _WATCHED:
-        if old.get(key) != new.get(key):
-            rep.warn(f"resuming, but {key} changed since the checkpoint was written: "
-                     f"{old.get(key)!r} -> {new.get(key)!r}; the result may differ from an uninterrupted run")

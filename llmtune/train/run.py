@@ -13,22 +13,25 @@ from llmtune.train.run_dir import open_run_dir, write_resolved_recipe
 
 def default_output(loaded: LoadedRecipe) -> Path:
     if loaded.recipe.output.dir:
-        out = Path(loaded.recipe.output.dir).expanduser()
+        try:
+            out = Path(loaded.recipe.output.dir).expanduser()
+        except RuntimeError as exc:  # `~someone/...` for a user this machine does not know
+            raise UserError(f"output.dir {loaded.recipe.output.dir!r}: {exc}") from None
         return out if out.is_absolute() else Path.cwd() / out
     stem = loaded.path.stem if loaded.path else "run"
     return Path.cwd() / "runs" / stem
 
 
 def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None = None, resume: bool = False,
-               overwrite: bool = False, stop_after_steps: int | None = None) -> dict:
+               overwrite: bool = False) -> dict:
     from llmtune.methods.registry import get_method
 
-    out = Path(output) if output else default_output(loaded)
+    out = (Path(output).expanduser() if output else default_output(loaded)).absolute()
     if resume and not out.exists():
         raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
     run = open_run_dir(out, resume=resume, overwrite=overwrite)
     write_resolved_recipe(run, loaded.recipe, loaded.base_dir)
     method = get_method(loaded.recipe.method.name)(loaded.recipe.method)
     reporter.log(f"run directory: {run.path}")
-    ctx = RunContext(loaded=loaded, run=run, reporter=reporter, resume=resume, stop_after_steps=stop_after_steps)
+    ctx = RunContext(loaded=loaded, run=run, reporter=reporter, resume=resume)
     return method.fit(ctx)

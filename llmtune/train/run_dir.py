@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -57,17 +58,44 @@ class RunDir:
         return out
 
 
+RUN_MARKERS = ("manifest.json", "metrics.jsonl", "checkpoints", "final")
+"""What makes a folder a run worth protecting: something a training run produced."""
+
+
+def is_run_dir(path: Path) -> bool:
+    return any((Path(path) / name).exists() for name in RUN_MARKERS)
+
+
 def open_run_dir(path: Path, *, resume: bool, overwrite: bool) -> RunDir:
-    """Create the run directory, refusing to clobber an earlier run by accident."""
+    """Create the run directory, refusing to clobber an earlier run (or anything else) by accident."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: the output path is a file, not a directory; set output.dir or --output "
+                        f"to a directory")
     if path.exists() and any(path.iterdir()):
+        run, leftover = is_run_dir(path), _only_recipe(path)
+        if resume and not run and not leftover:
+            raise UserError(f"--resume: {path} is not an llmtune run directory (no manifest.json, "
+                            f"checkpoints/ or final/); check --output / output.dir")
         if overwrite:
+            if not run and not leftover:
+                # --overwrite deletes; only ever delete what llmtune wrote.
+                raise UserError(f"--overwrite: {path} holds files but is not an llmtune run directory "
+                                f"(no manifest.json, checkpoints/ or final/); refusing to delete it. Choose "
+                                f"an empty or new output.dir")
             shutil.rmtree(path)
-        elif not resume:
-            raise UserError(f"{path}: the output directory already holds a run; pass --resume to "
-                            f"continue it, --overwrite to replace it, or set output.dir elsewhere")
+        elif not resume and not leftover:
+            what = "already holds a run" if run else "is not empty"
+            raise UserError(f"{path}: the output directory {what}; pass --resume to continue it, "
+                            f"--overwrite to replace it, or set output.dir (or --output) elsewhere")
     path.mkdir(parents=True, exist_ok=True)
     return RunDir(path)
+
+
+def _only_recipe(path: Path) -> bool:
+    """A run that stopped before training began (bad data, a missing model) leaves only its
+    recipe.yaml: nothing to protect, so the corrected command may reuse the folder."""
+    return {p.name for p in path.iterdir()} <= {"recipe.yaml"}
 
 
 def write_resolved_recipe(run: RunDir, recipe, base_dir: Path) -> None:
@@ -96,13 +124,22 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _git_sha(folder: Path) -> str | None:
+def _git(folder: Path, *args: str) -> str | None:
     try:
-        res = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        res = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return res.stdout.strip() or None if res.returncode == 0 else None
+    return res.stdout.strip() if res.returncode == 0 else None
+
+
+def _git_state(folder: Path) -> dict:
+    """The commit of the recipe's folder, and whether that folder has uncommitted changes
+    (a sha alone would claim a recipe edited after the commit)."""
+    sha = _git(folder, "rev-parse", "HEAD")
+    if not sha:
+        return {"recipe_git_sha": None}
+    status = _git(folder, "status", "--porcelain", "--", ".")
+    return {"recipe_git_sha": sha, "recipe_git_dirty": bool(status)}
 
 
 def _hardware() -> dict:
@@ -119,11 +156,53 @@ def build_manifest(recipe_path: Path | None, seed: int, extra: dict) -> dict:
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": _versions(),
-        "recipe_git_sha": _git_sha(recipe_path.parent) if recipe_path else None,
+        **(_git_state(Path(recipe_path).resolve().parent) if recipe_path else {"recipe_git_sha": None}),
         "seed": seed,
         "hardware": _hardware(),
         **extra,
     }
+
+
+def recipe_hash(recipe) -> str:
+    """Hash of the resolved recipe, minus where the run is written."""
+    data = recipe.model_dump(mode="json")
+    data.pop("output", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# What a resume compares with the manifest of the run it continues.
+WATCHED = {
+    "recipe_hash": "the recipe",
+    "versions": "library versions",
+    "recipe_git_sha": "the git commit of the recipe's folder",
+    "data_fingerprint": "the data (file contents, data settings or tokenizer)",
+    "tokenizer_hash": "the tokenizer",
+    "seed": "train.seed",
+    "method": "the method",
+    "model": "the model",
+    "total_steps": "the planned number of steps",
+    "hardware": "the hardware",
+}
+
+
+def manifest_changes(old: dict | None, new: dict) -> list[str]:
+    """One warning per watched field that differs between a run's manifest and now."""
+    if not old:
+        return ["resuming a run without a readable manifest.json: cannot check that versions, data and "
+                "tokenizer are unchanged"]
+    out = []
+    for key, what in WATCHED.items():
+        before, now = old.get(key), new.get(key)
+        if before == now:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            diff = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+                             if before.get(k) != now.get(k))
+        else:
+            diff = f"{before!r} -> {now!r}"
+        out.append(f"resuming, but {what} changed since the run started ({key}: {diff}); the result "
+                   f"may differ from an uninterrupted run")
+    return out
 
 
 def write_manifest(run: RunDir, manifest: dict) -> None:
