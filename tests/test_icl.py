@@ -91,10 +91,10 @@ def test_over_long_prompts_drop_the_lowest_ranked_demos_first():
 
 
 @pytest.mark.slow
-def test_nearest_selection_picks_the_topical_neighbours():
+def test_nearest_selection_picks_the_topical_neighbours(monkeypatch):
     import torch
 
-    from llmtune.evaluate.sentence_encoder import embed_texts, load_encoder
+    from llmtune.evaluate import sentence_encoder
 
     topics = {
         "cats": ["The cat curled up and purred on the sofa.", "My kitten chases a ball of yarn all day."],
@@ -108,10 +108,18 @@ def test_nearest_selection_picks_the_topical_neighbours():
                _row("Bake the cake in a hot oven for forty minutes.", "cooking", 2),
                _row("Investors sold shares as bond yields rose.", "finance", 3),
                _row("The striker scored a goal in the final minute.", "football", 4)]  # in the pool
-    tok, enc = load_encoder("minilm", torch.device("cpu"))
-    kw = {"batch_size": 8, "max_length": 64, "device": torch.device("cpu")}
-    pv, qv = embed_texts(tok, enc, [p.key for p in pool], **kw), embed_texts(tok, enc, [q.key for q in queries], **kw)
+    kw = {"batch_size": 3, "max_length": 64, "device": torch.device("cpu")}
+    texts = [[p.key for p in pool], [q.key for q in queries]]
+    pv, qv = sentence_encoder.cached_embeddings("minilm", texts, **kw)
     assert torch.allclose(pv.norm(dim=1), torch.ones(len(pool)), atol=1e-5)
+    # Batched and sorted by length, yet each row is its text's own embedding.
+    alone = sentence_encoder.embed_texts(*sentence_encoder.load_encoder("minilm", kw["device"]), [pool[5].key],
+                                         batch_size=1, max_length=64, device=kw["device"])
+    assert torch.allclose(alone[0], pv[5], atol=1e-5)
+    # A second evaluation reads the embeddings from the cache and loads no encoder.
+    monkeypatch.setattr(sentence_encoder, "load_encoder", lambda *a: pytest.fail("re-embedded"))
+    pv2, qv2 = sentence_encoder.cached_embeddings("minilm", texts, **kw)
+    assert torch.equal(pv, pv2) and torch.equal(qv, qv2)
     ranked = icl.select_nearest(qv, pv, queries, pool, k=2)
     for q, r in zip(queries[:4], ranked[:4]):
         assert {pool[j].answer for j in r} == {q.answer}, (q.key, [pool[j].key for j in r])

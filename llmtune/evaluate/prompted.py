@@ -87,14 +87,10 @@ def _select(queries, pool, k, e, device, reporter) -> list[list[int]]:
         return [[] for _ in queries]
     if e.selection == "random":
         return icl.select_random(queries, pool, k, e.seed)
-    from llmtune.evaluate.sentence_encoder import embed_texts, load_encoder
+    from llmtune.evaluate.sentence_encoder import cached_embeddings
 
-    reporter.log(f"embedding {len(pool)} demonstrations and {len(queries)} queries with {e.encoder}")
-    enc_tok, encoder = load_encoder(e.encoder, device)
-    kw = {"batch_size": e.batch_size, "max_length": e.encoder_max_length, "device": device}
-    pool_vecs = embed_texts(enc_tok, encoder, [p.key for p in pool], **kw)
-    query_vecs = embed_texts(enc_tok, encoder, [q.key for q in queries], **kw)
-    del encoder
+    kw = {"batch_size": e.batch_size, "max_length": e.encoder_max_length, "device": device, "reporter": reporter}
+    pool_vecs, query_vecs = cached_embeddings(e.encoder, [[p.key for p in pool], [q.key for q in queries]], **kw)
     return icl.select_nearest(query_vecs, pool_vecs, queries, pool, k)
 
 
