@@ -261,3 +261,26 @@ def test_cli_reports_shortened_prompts(tmp_path, cli, write_recipe):
     assert out["prompts_shortened"] == 4 and out["demos_dropped"] > 0 and out["mean_demos"] < 3
     assert out["prompting"]["budget"] < 40
     assert "4 of 4 prompts were over" in tight.err
+
+
+@pytest.mark.slow
+def test_cli_nearest_demos_are_the_topical_neighbours(tmp_path, cli, write_recipe):
+    pool = [("The cat purred on the sofa.", "pets"), ("A kitten chased the yarn.", "pets"),
+            ("The striker scored a late goal.", "sport"), ("The team won the league.", "sport")]
+    queries = [("My cat sleeps all day.", "pets"), ("The goalkeeper saved a penalty.", "sport")]
+    for name, rows in (("pool.jsonl", pool), ("dev.jsonl", queries)):
+        (tmp_path / name).write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    recipe = write_recipe({
+        "model": {"name": "tiny-llama"},
+        "data": {"task": "classification", "train": "pool.jsonl", "eval": "dev.jsonl"},
+        "method": {"name": "lora"},
+        "eval": {"shots": 1, "selection": "nearest", "templates": ["{{ text }} Topic:"]},
+    })
+    res = cli("eval", recipe, "--json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["prompting"]["selection"] == "nearest" and out["prompting"]["pool"] == 4
+    cat, goal = (s["prompt"] for s in out["samples"])
+    assert cat.startswith(("The cat purred on the sofa. Topic: pets", "A kitten chased the yarn. Topic: pets"))
+    assert goal.startswith(("The striker scored a late goal. Topic: sport", "The team won the league. Topic: sport"))
+    assert cat.endswith("My cat sleeps all day. Topic:") and out["samples"][0]["demos"] == 1

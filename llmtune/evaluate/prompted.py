@@ -17,7 +17,7 @@ from llmtune.evaluate.prompt_rows import load_rows, resolve_verbalizers, to_prom
 from llmtune.evaluate.templates import compile_templates, default_template
 
 HEADLINE = {"classification": "accuracy", "sft": "f1"}
-SAMPLES = 3  # generated answers kept in eval.json, to see what the numbers mean
+SAMPLES = 3  # prompts and answers kept in eval.json, to see what the numbers mean
 
 
 def max_positions(body) -> int | None:
@@ -60,25 +60,32 @@ def evaluate_prompted(body, tok, loaded, limit: int | None, reporter, device) ->
             metrics = _score_classification(body, tok, prompts, queries, labels, words, answer_sep, loaded, device)
         else:
             metrics = _score_generation(body, tok, prompts, queries, e, device)
-        entries.append({"index": template.index, "template": template.source, **metrics,
-                        **_fit_counts(prompts, k)})
-    best_first = sorted(entries, key=lambda x: -x[HEADLINE[d.task]])  # stable: ties keep recipe order
-    best = best_first[0]
-    _report_shortened(best, len(queries), budget, reporter)
-    result = {k_: v for k_, v in best.items() if k_ not in ("index", "template")}
+        entries.append({"index": template.index, "template": template.source, **metrics, **_fit_counts(prompts)})
+    result = _assemble(entries, d.task, has_templates=bool(e.templates))
+    _report_shortened(result, len(queries), budget, reporter)
     result["prompting"] = {
-        "shots": k, "selection": e.selection if k else None, "encoder": e.encoder if k and e.selection == "nearest"
-        else None, "pool": len(pool), "budget": budget, "answer_separator": answer_sep,
+        "shots": k, "selection": e.selection if k else None,
+        "encoder": e.encoder if k and e.selection == "nearest" else None,
+        "pool": len(pool), "budget": budget, "answer_separator": answer_sep,
         "verbalizers": dict(zip(labels, words)) if words else None,
         "label_score": e.label_score if words else None,
     }
-    if e.templates:
-        # Per template: the scalar scores; the full breakdown is the best one's, above.
-        result["templates"] = [{"rank": i + 1, **{k_: v for k_, v in x.items() if not isinstance(v, (list, dict))}}
-                               for i, x in enumerate(best_first)]
-        result["best_template"] = {"index": best["index"], "template": best["template"],
-                                   "metric": HEADLINE[d.task], "value": best[HEADLINE[d.task]]}
     result["prompt_seconds"] = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _assemble(entries: list[dict], task: str, has_templates: bool) -> dict:
+    """The best template's full scores at the top level; with eval.templates, every
+    template's scalar scores best first, and which one won."""
+    metric = HEADLINE[task]
+    best_first = sorted(entries, key=lambda x: -x[metric])  # stable: ties keep recipe order
+    best = best_first[0]
+    result = {k: v for k, v in best.items() if k not in ("index", "template")}
+    if has_templates:
+        result["templates"] = [{"rank": i + 1, **{k: v for k, v in x.items() if not isinstance(v, (list, dict))}}
+                               for i, x in enumerate(best_first)]
+        result["best_template"] = {"index": best["index"], "template": best["template"], "metric": metric,
+                                   "value": best[metric]}
     return result
 
 
@@ -121,7 +128,10 @@ def _score_classification(body, tok, prompts, queries, labels, words, answer_sep
     scores = score_labels(body, pairs, pad_id=pad, batch_size=loaded.recipe.eval.batch_size,
                           reduce=loaded.recipe.eval.label_score, device=device)
     preds = scores.argmax(dim=1).tolist()
-    return classification_metrics(preds, [q.label for q in queries], labels)
+    metrics = classification_metrics(preds, [q.label for q in queries], labels)
+    metrics["samples"] = [{"prompt": p.text, "demos": len(p.demos), "reference": labels[q.label],
+                           "output": labels[y]} for p, q, y in list(zip(prompts, queries, preds))[:SAMPLES]]
+    return metrics
 
 
 def _score_generation(body, tok, prompts, queries, e, device) -> dict:
@@ -136,7 +146,7 @@ def _score_generation(body, tok, prompts, queries, e, device) -> dict:
     return metrics
 
 
-def _fit_counts(prompts, k: int) -> dict:
+def _fit_counts(prompts) -> dict:
     return {
         "prompts": len(prompts),
         "prompts_shortened": sum(1 for p in prompts if p.dropped or p.cut),
