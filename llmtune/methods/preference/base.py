@@ -1,0 +1,97 @@
+"""What every trl-backed method shares: fit() runs a trl trainer as an llmtune run, and
+evaluate() scores a run's final/ (or the base model) with the same trainer's evaluation.
+
+A method says which trl config and trainer it uses, what model it trains (a policy or a
+reward model) and whether it needs a frozen reference; nothing here names a method."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from llmtune.methods.base import Method
+
+
+@dataclass
+class Setup:
+    """What a method needs to build its trainer, in training or in evaluation."""
+
+    recipe: Any
+    base_dir: Path
+    """The recipe's folder (relative paths in method options resolve against it)."""
+    workdir: Path
+    """A scratch folder that lives as long as the trainer."""
+    reporter: Any
+    training: bool
+
+
+class TrlMethod(Method):
+    tasks: ClassVar[frozenset[str]] = frozenset({"preference"})
+    model_kind: ClassVar[str] = "policy"
+    """`policy` (a causal LM) or `reward` (a sequence classifier with one score)."""
+    uses_reference: ClassVar[bool] = True
+    """Whether the trainer compares the policy with a frozen copy of the starting model."""
+
+    # -- what the method builds -------------------------------------------------------------
+    def trl_config(self, recipe) -> tuple[type, dict]:
+        """(trl config class, the method's options as that config's keyword arguments)."""
+        raise NotImplementedError
+
+    def build_trainer(self, setup: Setup, model, tok, train, eval, args, callbacks, ref_model):
+        raise NotImplementedError
+
+    def check(self, recipe) -> None:
+        """Refuse option combinations trl would reject later (UserError, exit 2)."""
+
+    def prepare_rows(self, rows: list[dict], tok, recipe) -> list[dict]:
+        """Adjust normalised rows before trl sees them (e.g. cut over-long prompts)."""
+        return rows
+
+    def manifest_extra(self, setup: Setup) -> dict:
+        """What else manifest.json should record about this run (e.g. the reward used)."""
+        return {}
+
+    def load_model(self, recipe, tok):
+        from llmtune.methods.preference.models import load_policy
+
+        return load_policy(recipe)
+
+    def load_trained(self, recipe, tok, final: Path):
+        from llmtune.methods.preference.models import load_trained_policy
+
+        return load_trained_policy(recipe, final)
+
+    def peft(self, setup: Setup):
+        """peft config for training (None: full training, or the model is already trained)."""
+        from llmtune.methods.preference.options import peft_config
+
+        if not setup.training:
+            return None
+        return peft_config(self.config.peft, sequence_classifier=self.model_kind == "reward")
+
+    def reference(self, setup: Setup, model):
+        """A frozen copy of the starting model, passed to trl explicitly: trl would otherwise
+        reload it by name, which fails for models built from a config. With LoRA the frozen
+        base is the reference (trl disables the adapter), so no copy is made."""
+        from llmtune.methods.preference.models import frozen_copy, load_policy
+
+        if not self.uses_reference:
+            return None
+        if setup.training:
+            return None if self.config.peft is not None else frozen_copy(model)
+        return frozen_copy(load_policy(setup.recipe))
+
+    # -- Method hooks ---------------------------------------------------------------------
+    def fit(self, ctx) -> dict[str, Any]:
+        from llmtune.methods.preference.runner import fit_trl
+
+        return fit_trl(ctx, self)
+
+    def evaluate(self, loaded, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
+        from llmtune.methods.preference.runner import evaluate_trl
+
+        return evaluate_trl(self, loaded, final_dir, limit, reporter)
+
+    def apply(self, model) -> None:
+        raise NotImplementedError(f"method {self.name!r} trains through trl (fit), not the supervised loop")

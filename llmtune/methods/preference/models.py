@@ -1,0 +1,107 @@
+"""Models for the preference/RL methods: the policy (a causal LM), a reward model (a
+sequence classifier with one score), their frozen references, and loading what a run saved.
+
+Imported only inside fit/evaluate (it imports torch and transformers)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from llmtune.errors import UserError
+from llmtune.models import builtin
+from llmtune.models.load import _hub_error, load_body, resolve_source
+
+
+def load_policy(recipe, source: str | Path | None = None):
+    """The recipe's model as a causal LM (the base, or a full model saved in `source`)."""
+    m = recipe.model
+    return load_body(m.name, recipe.data.task, trust_remote_code=m.trust_remote_code, revision=m.revision,
+                     dtype=m.dtype, source=source)
+
+
+def load_reward_base(recipe, tok):
+    """A sequence classifier with a single output (the reward), new head on the recipe's body."""
+    from transformers import AutoModelForSequenceClassification
+
+    m = recipe.model
+    if m.name in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
+        config = builtin.tiny_config(m.name, vocab_size=len(tok))
+        config.num_labels = 1
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            setattr(config, key, getattr(tok, key))
+        # Seeded like builtin.build_tiny: a trained adapter always finds the same base again.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = AutoModelForSequenceClassification.from_config(config)
+        model.config.name_or_path = m.name
+    else:
+        dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[m.dtype]
+        kwargs = {"num_labels": 1, "trust_remote_code": m.trust_remote_code, "revision": m.revision}
+        if dtype is not None:
+            kwargs["dtype"] = dtype
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(resolve_source(m.name), **kwargs)
+        except (OSError, ValueError) as exc:
+            raise _hub_error(m.name, exc) from None
+    # A sequence classifier finds each sequence's last real token through the pad id.
+    model.config.pad_token_id = tok.pad_token_id
+    return model
+
+
+def frozen_copy(model):
+    """The reference model: the policy as it was before training, never updated."""
+    ref = copy.deepcopy(model)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def make_name_loadable(model, folder: Path) -> None:
+    """GRPO/RLOO with beta > 0 build their reference by loading `config._name_or_path`;
+    a model built from a config (tiny-llama) has no such path, so save it once."""
+    name = getattr(model.config, "_name_or_path", "") or ""
+    if name and Path(name).expanduser().is_dir():
+        return
+    if name and not builtin.is_builtin(name):
+        return  # a hub id: loadable (from the cache, since the policy was loaded from it)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    model.config._name_or_path = str(folder)
+
+
+def is_adapter(final: Path) -> bool:
+    return (Path(final) / "adapter_config.json").exists()
+
+
+def load_trained_policy(recipe, final: Path):
+    """A run's final/: a full causal LM, or the base with its saved adapter."""
+    if is_adapter(final):
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_policy(recipe), str(final))
+    return load_policy(recipe, source=final)
+
+
+def load_trained_reward(recipe, tok, final: Path):
+    """A reward run's final/: a full sequence classifier, or the base with its adapter."""
+    final = Path(final)
+    if is_adapter(final):
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_reward_base(recipe, tok), str(final))
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(str(final))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{final}: could not load the reward model ({exc})") from None
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

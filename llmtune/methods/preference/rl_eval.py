@@ -1,0 +1,61 @@
+"""`llmtune eval` for online RL runs: sample completions for the eval prompts with the
+trained policy (or the base model) and score them with the run's reward."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import torch
+
+from llmtune.methods.preference.rl_rewards import build_reward, recorded_reward
+from llmtune.methods.preference.runner import evaluation_rows
+from llmtune.methods.preference.session import quiet_libraries
+from llmtune.models.load import load_tokenizer
+
+
+def sample(policy, tok, prompts: list, config, batch_size: int, seed: int) -> list:
+    """`config.num_generations` sampled completions per prompt, as the trainer samples them."""
+    device = next(policy.parameters()).device
+    texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
+             for p in prompts]
+    old_side, tok.padding_side = tok.padding_side, "left"
+    torch.manual_seed(seed)
+    out = []
+    try:
+        for i in range(0, len(texts), batch_size):
+            enc = tok(texts[i: i + batch_size], return_tensors="pt", padding=True,
+                      add_special_tokens=not isinstance(prompts[0], list)).to(device)
+            gen = policy.generate(**enc, do_sample=True, temperature=config.temperature, top_p=config.top_p,
+                                  max_new_tokens=config.max_completion_length,
+                                  num_return_sequences=config.num_generations, pad_token_id=tok.pad_token_id)
+            out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    finally:
+        tok.padding_side = old_side
+    return out
+
+
+def evaluate_policy(method, loaded, final: Path | None, limit: int | None, reporter) -> dict:
+    r, c = loaded.recipe, method.config
+    with quiet_libraries(False):
+        tok = load_tokenizer(str(final)) if final else load_tokenizer(r.model.name, r.model.trust_remote_code,
+                                                                       r.model.revision)
+        rows, split = evaluation_rows(loaded, limit)
+        rows = method.prepare_rows(rows, tok, r)
+        policy = method.load_trained(r, tok, final) if final else method.load_model(r, tok)
+        policy.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        reward = build_reward(c, loaded.base_dir, r, recorded_reward(final))
+        prompts = [row["prompt"] for row in rows]
+        with torch.inference_mode():
+            completions = sample(policy, tok, prompts, c, max(1, r.eval.batch_size // c.num_generations),
+                                 r.train.seed)
+        repeated = [row for row in rows for _ in range(c.num_generations)]
+        if isinstance(prompts[0], list):
+            completions = [[{"role": "assistant", "content": text}] for text in completions]
+        columns = {k: [row[k] for row in repeated] for k in repeated[0] if k != "prompt"}
+        scores = [s for s in reward(prompts=[row["prompt"] for row in repeated], completions=completions, **columns)
+                  if s is not None]
+    reporter.log(f"scored {len(scores)} completions ({c.num_generations} per prompt) of {len(rows)} {split} prompts")
+    return {"split": split, "prompts": len(rows), "completions": len(scores),
+            "mean_reward": statistics.fmean(scores) if scores else float("nan"),
+            "std_reward": statistics.pstdev(scores) if len(scores) > 1 else 0.0}
