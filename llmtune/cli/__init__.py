@@ -8,6 +8,8 @@ import sys
 import typer
 
 from llmtune.cli import eval_cmd, info_cmd, train_cmd, validate_cmd
+from llmtune.cli import embed_cmd
+from llmtune.cli import export_cmd
 
 app = typer.Typer(
     name="llmtune",
@@ -17,7 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (train_cmd, eval_cmd, validate_cmd, info_cmd):
+for module in (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd):
     module.register(app)
 
 

@@ -1,0 +1,85 @@
+"""What `llmtune embed` runs: a model (built-in name, local folder, hub id) or a trained run.
+
+A run directory is loaded the way `llmtune eval` loads it (base model + what the method
+saved), then merged into plain weights when the method can merge (a LoRA run embeds as
+fast as its base model). The run's pooling becomes the default.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmtune.errors import UserError
+
+
+@dataclass
+class Loaded:
+    tokenizer: object
+    body: object
+    """A transformers model (or a method's wrapper around one) that returns hidden states."""
+    source: str
+    """What was asked for, as given."""
+    pooling: str | None = None
+    """The run's pooling (classification runs); None for a plain model."""
+    max_length: int | None = None
+    """Default truncation length: a run's data.max_length; for a model, the longest input
+    it was made for (sentence-transformers config, else the tokenizer/position limit)."""
+    info: dict = field(default_factory=dict)
+
+
+def run_dir_of(source: str) -> Path | None:
+    """The run directory `source` names (the run itself or its final/ folder), if any."""
+    path = Path(source).expanduser()
+    if (path / "recipe.yaml").is_file():
+        return path
+    if path.name == "final" and (path.parent / "recipe.yaml").is_file():
+        return path.parent
+    return None
+
+
+def load_for_embedding(source: str, *, trust_remote_code: bool = False) -> Loaded:
+    run = run_dir_of(source)
+    if run is not None:
+        return _load_run(run, source)
+    from llmtune.models.load import load_body, load_tokenizer
+
+    tok = load_tokenizer(source, trust_remote_code)
+    # "classification" asks for the bare transformer: hidden states out, no LM head.
+    body = load_body(source, "classification", trust_remote_code=trust_remote_code)
+    return Loaded(tok, body, source, max_length=_model_max_length(source, tok, body))
+
+
+def _load_run(run: Path, source: str) -> Loaded:
+    from llmtune.evaluate.runner import load_target, load_trained
+
+    loaded, final = load_target(run, [])
+    info = json.loads((final / "llmtune.json").read_text())
+    method, model, tok, _ = load_trained(loaded, final)
+    if model is None:
+        raise UserError(f"{run}: this run's method ({info.get('method')}) saves no model that embeds text")
+    body = method.merge(model) if method.can_merge else model.body
+    r = loaded.recipe
+    pooling = info.get("pooling") or (r.model.pooling if r.data.task == "classification" else None)
+    # The run's max_length: what the model saw in training.
+    return Loaded(tok, body, source, pooling=pooling, info=info, max_length=r.data.max_length)
+
+
+def _model_max_length(name: str, tok, body) -> int:
+    """sentence-transformers folders say how long their inputs were (MiniLM: 256, below
+    its 512 positions); use that, else the smaller of the tokenizer and position limits."""
+    from llmtune.models.load import resolve_source
+
+    st_config = Path(resolve_source(name)).expanduser() / "sentence_bert_config.json"
+    if st_config.is_file():
+        try:
+            value = json.loads(st_config.read_text()).get("max_seq_length")
+        except (OSError, json.JSONDecodeError):
+            value = None
+        if isinstance(value, int) and value > 0:
+            return value
+    limits = [getattr(tok, "model_max_length", None), getattr(getattr(body, "config", None),
+                                                               "max_position_embeddings", None)]
+    limits = [x for x in limits if isinstance(x, int) and 0 < x < 1_000_000]
+    return min(limits) if limits else 512
