@@ -26,6 +26,7 @@ class FrozenHead(Method):
     name = "frozen-head"
     Config = FrozenHeadConfig
     summary = "frozen body, new head trains (optionally the last N blocks too)"
+    can_merge = True  # nothing to fold in: the body stays a plain transformers model
 
     def apply(self, model) -> None:
         from llmtune.models.layers import transformer_blocks
@@ -60,6 +61,9 @@ class FrozenHead(Method):
         if self._saves_body(model):
             model.body.save_pretrained(out_dir)
         model.save_head(out_dir)
+
+    def merge(self, model):
+        return model.body
 
 
 def _final_norm(body):

@@ -18,6 +18,7 @@ class Full(Method):
     name = "full"
     Config = FullConfig
     summary = "complete finetuning: every weight trains"
+    can_merge = True  # nothing to fold in: the trained body is already a plain model
 
     def apply(self, model) -> None:
         for p in model.parameters():
@@ -29,3 +30,6 @@ class Full(Method):
     def save(self, model, out_dir: Path) -> None:
         model.body.save_pretrained(out_dir)
         model.save_head(out_dir)
+
+    def merge(self, model):
+        return model.body
