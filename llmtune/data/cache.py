@@ -66,4 +66,7 @@ def store_cached(key: str, value: dict) -> None:
         tmp.write_text(json.dumps(value))
         os.replace(tmp, path)  # atomic: readers see the old entry or the new one, never half
     except OSError:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink()
+        except OSError:
+            pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,8 @@ def read_rows(path: Path, limit: int | None = None) -> list[Row]:
         rows = _READERS[kind](path, limit)
     except OSError as exc:  # permissions, a file vanishing mid-read, a corrupt .gz
         raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    except EOFError:
-        raise DataError(f"{path}: the compressed file is cut short") from None
+    except (EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: the compressed file is damaged or cut short ({exc or 'truncated'})") from None
     if not rows:
         raise DataError(f"{path}: no rows found (only blank lines or a header?)")
     return rows[:limit] if limit else rows

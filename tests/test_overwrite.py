@@ -1,0 +1,86 @@
+"""Nothing overwritten by accident: an existing run (or any non-empty folder) is refused
+(exit 2) unless --resume or --overwrite says what to do; --overwrite only ever deletes
+an llmtune run directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_resume import one_thread  # noqa: F401  (fixture)
+
+
+@pytest.fixture
+def recipe(tmp_path, write_recipe):
+    from conftest import tiny_sst2
+
+    return write_recipe({
+        "model": {"name": "tiny-bert"},
+        "data": {"task": "classification", "train": str(tiny_sst2(tmp_path, 16)), "eval_fraction": 0.25,
+                 "columns": {"text": "sentence", "label": "label"}, "max_length": 16},
+        "method": {"name": "lora", "target_modules": ["query", "value"]},
+        "train": {"max_steps": 2, "batch_size": 4, "save_every": 1},
+    })
+
+
+def test_existing_run_is_refused_then_overwrite_and_resume_work(recipe, tmp_path, cli):
+    out = tmp_path / "run"
+    assert cli("train", recipe, "--output", out).code == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    res = cli("train", recipe, "--output", out)
+    assert res.code == 2
+    assert f"{out}: the output directory already holds a run" in res.err
+    assert "--resume" in res.err and "--overwrite" in res.err and "Traceback" not in res.err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    (out / "notes.txt").write_text("mine")
+    res = cli("train", recipe, "--output", out, "--overwrite")
+    assert res.code == 0, res.err
+    assert not (out / "notes.txt").exists()  # replaced, not merged
+    assert json.loads((out / "manifest.json").read_text())["steps"] == 2
+
+    res = cli("train", recipe, "--output", out, "--resume", "--set", "train.max_steps=3")
+    assert res.code == 0, res.err
+    assert "resumed from step-2" in res.err
+    assert "warning: resuming, but the recipe changed" in res.err
+    assert json.loads((out / "manifest.json").read_text())["steps"] == 3
+
+
+def test_flag_mistakes_exit_2(recipe, tmp_path, cli):
+    res = cli("train", recipe, "--output", tmp_path / "nothing", "--resume")
+    assert res.code == 2 and "there is no run to resume" in res.err
+    res = cli("train", recipe, "--output", tmp_path / "x", "--resume", "--overwrite")
+    assert res.code == 2 and "contradict" in res.err
+
+
+def test_overwrite_never_deletes_a_folder_llmtune_did_not_write(recipe, tmp_path, cli):
+    mine = tmp_path / "important"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    for flags in ([], ["--overwrite"], ["--resume"]):
+        res = cli("train", recipe, "--output", mine, *flags)
+        assert res.code == 2, flags
+        assert "not" in res.err and str(mine) in res.err and "Traceback" not in res.err
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in mine.iterdir()) == ["thesis.tex"]
+
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    res = cli("train", recipe, "--output", a_file)
+    assert res.code == 2 and "is a file, not a directory" in res.err
+
+
+def test_a_run_that_failed_before_training_can_be_rerun(recipe, tmp_path, cli, write_recipe):
+    """Bad data stops a run before anything is trained; fixing the data and running the
+    same command again must not need --overwrite."""
+    import yaml
+
+    out = tmp_path / "run"
+    broken = yaml.safe_load(recipe.read_text())
+    broken["data"]["columns"]["text"] = "no_such_column"
+    res = cli("train", write_recipe(broken, "broken.yaml"), "--output", out)
+    assert res.code == 2 and "no column 'no_such_column'" in res.err
+    assert sorted(p.name for p in out.iterdir()) == ["recipe.yaml"]
+    assert cli("train", recipe, "--output", out).code == 0
