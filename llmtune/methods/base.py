@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class MethodConfig(BaseModel):
     """Base of every method's options. Subclasses add `name: Literal['<method>']`."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
 
 # Tasks a method can train. Preference/RL methods declare their own.

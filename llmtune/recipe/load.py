@@ -32,10 +32,12 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file; check the path")
+    raw_bytes = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RecipeError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
+        line = raw_bytes[: exc.start].count(b"\n") + 1
+        raise RecipeError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     raw, lines = load_yaml_with_lines(text, str(path))
     return recipe_from_dict(raw, source=str(path), lines=lines, overrides=overrides, base_dir=path.parent)
 
@@ -163,14 +165,23 @@ def _describe(err: dict, loc: tuple, raw: dict) -> str:
         extra = f"; did you mean '{hint[0]}'?" if hint else ""
         return f"unknown method {given!r}{extra} (see `llmtune methods`: {', '.join(names)})"
     if kind == "literal_error":
-        return f"{err['msg'].lower()} (got {err.get('input')!r})"
+        return f"{err['msg'].lower()} (got {_short_repr(err.get('input'))})"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     got = err.get("input")
     if kind.endswith("_type") or kind.endswith("_parsing") or kind.startswith(("greater", "less")):
-        return f"{msg[0].lower() + msg[1:]} (got {got!r})"
+        return f"{msg[0].lower() + msg[1:]} (got {_short_repr(got)})"
     return msg[0].lower() + msg[1:]
+
+
+def _short_repr(value: Any) -> str:
+    """repr with bounded size: YAML aliases can nest a value into billions of items."""
+    import reprlib
+
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 80, 80
+    return short.repr(value)
 
 
 def _valid_keys(parent: tuple, raw: dict) -> list[str]:
@@ -213,8 +224,14 @@ def _missing_files(raw: dict, base_dir: Path, where) -> list[str]:
         src = data.get(key)
         path = src.get("path") if isinstance(src, dict) else None
         if isinstance(path, str) and path:
-            resolved = resolve_data_path(path, base_dir)
-            if not resolved.exists():
+            try:
+                resolved = resolve_data_path(path, base_dir)
+                found = resolved.exists()
+            except (OSError, RuntimeError, ValueError) as exc:  # too long, NUL byte, `~nobody`
+                loc = ("data", key, "path")
+                problems.append(f"{where(loc)} {_dotted(loc)}: not a usable path ({exc})")
+                continue
+            if not found:
                 loc = ("data", key, "path")
                 problems.append(
                     f"{where(loc)} {_dotted(loc)}: file not found: {resolved} "
