@@ -279,3 +279,18 @@ def test_train_end_to_end_writes_only_the_prefix(cli, write_recipe, tmp_path):
     res = cli("eval", run)
     assert res.code == 0, res.err
     assert json.loads((run / "eval.json").read_text())["method"] == "prefix"
+
+
+def test_extend_mask_handles_every_mask_form():
+    from llmtune.methods.prefix_attention import extend_mask
+
+    # No mask, causal, with two earlier tokens in a KV cache: queries are positions 2 and 3.
+    m = extend_mask(None, n_prefix=2, q_len=2, kv_len=4, is_causal=True)
+    assert m.tolist() == [[[[True, True, True, True, True, False], [True, True, True, True, True, True]]]]
+    assert extend_mask(None, 2, q_len=3, kv_len=3, is_causal=False) is None  # encoder, no padding
+    assert extend_mask(None, 2, q_len=1, kv_len=5, is_causal=True) is None   # one decoding step sees all
+
+    keep = torch.tensor([[[[True, False]]]])
+    assert extend_mask(keep, 3, 1, 2, True).tolist() == [[[[True, True, True, True, False]]]]
+    additive = torch.tensor([[[[0.0, -1e9]]]])
+    assert extend_mask(additive, 1, 1, 2, False).tolist() == [[[[0.0, 0.0, -1e9]]]]

@@ -271,3 +271,13 @@ def test_train_end_to_end_writes_only_the_prompt_and_head(cli, write_recipe, tmp
     res = cli("eval", run)
     assert res.code == 0, res.err
     assert json.loads((run / "eval.json").read_text())["method"] == "soft-prompt"
+
+
+def test_too_long_for_the_position_table_is_a_user_error():
+    from llmtune.errors import UserError
+
+    model = _task_model("tiny-gpt2", "sft")
+    _method(num_virtual_tokens=20).apply(model)
+    ids = torch.ones(1, model.body.config.max_position_embeddings - 10, dtype=torch.long)
+    with pytest.raises(UserError, match="lower data.max_length"):
+        model(ids, torch.ones_like(ids))

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from llmtune.errors import UserError
+
 IGNORE_INDEX = -100
 
 
@@ -76,8 +78,12 @@ class PromptedModel(nn.Module):
         return self.base.get_output_embeddings()
 
     def _prepend(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
-        embeds = self.base.get_input_embeddings()(input_ids)
         batch, n = input_ids.shape[0], self.num_virtual_tokens
+        limit = getattr(self.config, "max_position_embeddings", None)
+        if limit is not None and input_ids.shape[1] + n > limit:
+            raise UserError(f"{input_ids.shape[1]} tokens + {n} virtual tokens exceed the model's "
+                            f"{limit} positions; lower data.max_length to {limit - n} or method.num_virtual_tokens")
+        embeds = self.base.get_input_embeddings()(input_ids)
         prompt = self.prompt().to(embeds.dtype).unsqueeze(0).expand(batch, -1, -1)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
