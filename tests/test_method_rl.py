@@ -58,7 +58,7 @@ def test_grpo_raises_a_rule_based_reward(cli, write_recipe, tmp_path):
 def test_rloo_with_lora_and_a_builtin_reward(cli, write_recipe, tmp_path):
     raw = rl_recipe(tmp_path, algorithm="rloo", reward_function="llmtune.methods.preference.rewards:char_fraction",
                     reward_kwargs={"char": "e"}, peft={"r": 8, "target_modules": "all-linear"}, beta=0.05)
-    raw["train"].update({"max_steps": 4, "log_every": 2})
+    raw["train"].update({"max_steps": 2, "batch_size": 8, "log_every": 1})
     run = tmp_path / "run"
     res = cli("train", write_recipe(raw), "-o", run, "--json")
     assert res.code == 0, res.err
@@ -104,3 +104,36 @@ def test_reward_model_must_be_a_reward_run(cli, write_recipe, tmp_path):
     raw["method"]["reward_model"] = "missing-run"
     res = cli("train", write_recipe(raw), "-o", tmp_path / "run2")
     assert res.code == 2 and "no finished run there" in res.err
+
+
+SIGNALLING_REWARD = '''
+import os, signal
+from pathlib import Path
+
+def e_share(completions, **kw):
+    marker = Path(__file__).with_name("signalled")
+    calls = Path(__file__).with_name("calls")
+    calls.write_text(str(int(calls.read_text() or 0) + 1) if calls.exists() else "1")
+    if calls.read_text() == "2" and not marker.exists():
+        marker.write_text("")
+        os.kill(os.getpid(), signal.SIGTERM)  # as if the job were stopped during step 2
+    return [c.count("e") / len(c) if c else 0.0 for c in completions]
+'''
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(cli, write_recipe, tmp_path):
+    raw = rl_recipe(tmp_path)
+    (tmp_path / "my_rewards.py").write_text(SIGNALLING_REWARD)
+    raw["train"].update({"max_steps": 4, "batch_size": 8, "log_every": 1})
+    recipe = write_recipe(raw)
+    run = tmp_path / "run"
+    res = cli("train", recipe, "-o", run)
+    assert res.code == 128 + 15, res.err
+    assert "SIGTERM: stopped at step 2" in res.err and "--resume" in res.err
+    assert (run / "checkpoints" / "checkpoint-2").is_dir() and not (run / "final").exists()
+    res = cli("train", recipe, "-o", run, "--resume", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["steps"] == 4
+    steps = [r["step"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "reward" in r]
+    assert steps == [1, 2, 3, 4]

@@ -26,6 +26,9 @@ def load_reward_base(recipe, tok):
     """A sequence classifier with a single output (the reward), new head on the recipe's body."""
     from transformers import AutoModelForSequenceClassification
 
+    if tok.eos_token is None:
+        # trl's reward trainer ends every text with EOS; encoders (BERT) end theirs with SEP.
+        tok.eos_token = tok.sep_token or tok.pad_token
     m = recipe.model
     if m.name in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
         config = builtin.tiny_config(m.name, vocab_size=len(tok))

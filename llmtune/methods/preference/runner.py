@@ -24,6 +24,39 @@ def _data_line(data) -> str:
     return line
 
 
+def build(method, setup, model, tok, train, eval, args, callbacks):
+    """The method's trainer. trl checks option combinations as it builds (ValueError): those
+    are the recipe's to fix, so they end as a user error, not a traceback."""
+    from llmtune.errors import UserError
+
+    try:
+        return method.build_trainer(setup, model, tok, train, eval, args, callbacks, method.reference(setup, model))
+    except ValueError as exc:
+        raise UserError(f"method {method.name}: trl refused this configuration: {exc}") from None
+
+
+def _report_filtered(trainer, data, recipe, rep) -> None:
+    """Some trainers (the reward trainer) drop rows longer than max_length instead of cutting them."""
+    from llmtune.errors import DataError
+
+    kept = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else len(data.train)
+    if kept == 0:
+        raise DataError(f"every training row is longer than data.max_length ({recipe.data.max_length} tokens) and "
+                        f"the trainer dropped them all; raise data.max_length")
+    if kept < len(data.train):
+        rep.warn(f"{len(data.train) - kept} of {len(data.train)} training rows are longer than data.max_length "
+                 f"({recipe.data.max_length} tokens) and were dropped by the trainer")
+
+
+def _check_chat_template(data, tok, recipe) -> None:
+    from llmtune.errors import DataError
+
+    if data.chat and getattr(tok, "chat_template", None) is None:
+        raise DataError(f"{recipe.data.train.path or recipe.data.train.hub}: the rows are chat messages, but "
+                        f"model {recipe.model.name!r} has a tokenizer without a chat template to render them; "
+                        f"use a chat model, or give prompt/chosen/rejected as plain text")
+
+
 def fit_trl(ctx, method) -> dict:
     r, rep = ctx.recipe, ctx.reporter
     method.check(r)
@@ -34,15 +67,17 @@ def fit_trl(ctx, method) -> dict:
         data.train = method.prepare_rows(data.train, tok, r)
         data.eval = method.prepare_rows(data.eval, tok, r) if data.eval else []
         rep.log(_data_line(data))
+        _check_chat_template(data, tok, r)
         torch.manual_seed(r.train.seed)
         model = method.load_model(r, tok)
         setup = Setup(recipe=r, base_dir=ctx.base_dir, workdir=Path(work), reporter=rep, training=True)
         config_cls, options = method.trl_config(r)
         args = training_args(config_cls, r, ctx.run.checkpoints, interactive=tty, has_eval=bool(data.eval),
                              **options)
-        trainer = method.build_trainer(setup, model, tok, to_dataset(data.train), to_dataset(data.eval), args,
-                                       [RunCallback(ctx.run, rep)], method.reference(setup, model))
+        trainer = build(method, setup, model, tok, to_dataset(data.train), to_dataset(data.eval), args,
+                        [RunCallback(ctx.run, rep)])
         use_llmtune_output(trainer)
+        _report_filtered(trainer, data, r, rep)
         return train_and_save(ctx, method, trainer, tok, data, method.manifest_extra(setup))
 
 
@@ -71,7 +106,7 @@ def evaluate_trl(method, loaded, final: Path | None, limit: int | None, reporter
         config_cls, options = method.trl_config(r)
         args = training_args(config_cls, r, Path(work) / "out", interactive=False, has_eval=True, **options)
         ds = to_dataset(rows)
-        trainer = method.build_trainer(setup, model, tok, ds, ds, args, [], method.reference(setup, model))
+        trainer = build(method, setup, model, tok, ds, ds, args, [])
         use_llmtune_output(trainer)
         metrics = clean_eval(trainer.evaluate())
     return {"split": split, "rows": len(rows), **metrics}

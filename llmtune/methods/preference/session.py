@@ -252,7 +252,7 @@ def clean_eval(metrics: dict) -> dict:
     out = {}
     for key, value in metrics.items():
         key = key[len("eval_"):] if key.startswith("eval_") else key
-        if key in ("runtime", "samples_per_second", "steps_per_second", "epoch", "num_tokens") or not isinstance(value, (int, float)):
+        if key in ("runtime", "samples_per_second", "steps_per_second", "epoch", "num_tokens", "model_preparation_time") or not isinstance(value, (int, float)):
             continue
         out[key] = value
     return out
