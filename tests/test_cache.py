@@ -97,3 +97,15 @@ def test_unwritable_cache_does_not_stop_a_run(sft_file, tmp_path, monkeypatch):
     monkeypatch.setenv("LLMTUNE_CACHE", str(blocker))  # mkdir under a file fails
     data = prepare_data(data_cfg(str(sft_file)), load_tiny_tokenizer(), tmp_path)
     assert len(data.train) == 4
+
+
+def test_tokenizer_hash_is_the_same_before_and_after_use():
+    """A tokenizer called with truncation/padding remembers those settings; they are not
+    part of what it is, so neither the cache key nor the manifest may change with them."""
+    tok = load_tiny_tokenizer()
+    before = cache.tokenizer_fingerprint(tok)
+    tok(["a b c d e f", "g"], truncation=True, max_length=3, padding=True)
+    assert cache.tokenizer_fingerprint(tok) == before
+    other = load_tiny_tokenizer()
+    other.add_tokens(["zzz_new"])
+    assert cache.tokenizer_fingerprint(other) != before

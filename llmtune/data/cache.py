@@ -20,7 +20,12 @@ def tokenizer_fingerprint(tok) -> str:
     h = hashlib.sha256()
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is not None:
-        h.update(backend.to_str().encode())
+        state = json.loads(backend.to_str())
+        # Truncation/padding are per-call settings the tokenizer remembers after a call with
+        # truncation=True: the same tokenizer must hash the same before and after use.
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        h.update(json.dumps(state, sort_keys=True).encode())
     else:
         h.update(json.dumps(sorted(tok.get_vocab().items())).encode())
     h.update(str(getattr(tok, "chat_template", None)).encode())
