@@ -72,8 +72,7 @@ def fit_trl(ctx, method) -> dict:
         model = method.load_model(r, tok)
         setup = Setup(recipe=r, base_dir=ctx.base_dir, workdir=Path(work), reporter=rep, training=True)
         config_cls, options = method.trl_config(r)
-        args = training_args(config_cls, r, ctx.run.checkpoints, interactive=tty, has_eval=bool(data.eval),
-                             **options)
+        args = training_args(config_cls, r, ctx.run.checkpoints, has_eval=bool(data.eval), **options)
         trainer = build(method, setup, model, tok, to_dataset(data.train), to_dataset(data.eval), args,
                         [RunCallback(ctx.run, rep)])
         use_llmtune_output(trainer)
@@ -104,7 +103,7 @@ def evaluate_trl(method, loaded, final: Path | None, limit: int | None, reporter
         model = method.load_trained(r, tok, final) if final else method.load_model(r, tok)
         setup = Setup(recipe=r, base_dir=loaded.base_dir, workdir=Path(work), reporter=reporter, training=False)
         config_cls, options = method.trl_config(r)
-        args = training_args(config_cls, r, Path(work) / "out", interactive=False, has_eval=True, **options)
+        args = training_args(config_cls, r, Path(work) / "out", has_eval=True, **options)
         ds = to_dataset(rows)
         trainer = build(method, setup, model, tok, ds, ds, args, [])
         use_llmtune_output(trainer)

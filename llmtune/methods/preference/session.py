@@ -45,7 +45,7 @@ def precision_flags(precision: str) -> dict:
     return {"use_cpu": not cuda, "bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def training_args(config_cls, recipe, output_dir: Path, *, interactive: bool, has_eval: bool, **method_args):
+def training_args(config_cls, recipe, output_dir: Path, *, has_eval: bool, **method_args):
     """One trl config from the recipe's train/eval sections plus the method's own options."""
     t = recipe.train
     kw = dict(
@@ -58,7 +58,8 @@ def training_args(config_cls, recipe, output_dir: Path, *, interactive: bool, ha
         save_strategy="steps" if t.save_every else "no", save_steps=t.save_every or 500,
         save_total_limit=t.keep_checkpoints,
         eval_strategy="steps" if t.eval_every and has_eval else "no", eval_steps=t.eval_every,
-        report_to="none", disable_tqdm=not interactive, dataloader_num_workers=0,
+        # llmtune draws its own progress bar (on a terminal only): see RunCallback.
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
         **precision_flags(t.precision), **method_args,
     )
     fields = {f.name for f in dataclasses.fields(config_cls)}
