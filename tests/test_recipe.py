@@ -144,3 +144,10 @@ def test_validate_command_reports_all_files(cli, write_recipe, train_file):
 
     doc = json.loads(res.out)
     assert doc["ok"] is False and [r["ok"] for r in doc["recipes"]] == [True, False]
+
+
+def test_missing_demo_pool_file_is_reported(write_recipe, train_file):
+    text = GOOD.format(train=train_file.name) + "eval:\n  shots: 2\n  demos: nope.jsonl\n"
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe(text))
+    assert "recipe.yaml:14 eval.demos.path: file not found" in err.value.render()

@@ -132,11 +132,10 @@ def _clean_loc(loc: tuple, raw: dict) -> tuple:
 def _expand_shorthand(raw: dict) -> None:
     """`data.train: file.tsv` means `data.train: {path: file.tsv}`; expanding it before
     overrides lets `--set data.train.limit=100` work on either spelling."""
-    data = raw.get("data")
-    if isinstance(data, dict):
-        for key in ("train", "eval"):
-            if isinstance(data.get(key), str):
-                data[key] = {"path": data[key]}
+    for section, key in DATA_SOURCES:
+        parent = raw.get(section)
+        if isinstance(parent, dict) and isinstance(parent.get(key), str):
+            parent[key] = {"path": parent[key]}
 
 
 def _dotted(loc: tuple) -> str:
@@ -215,28 +214,28 @@ def _inner_model(annotation: Any):
     return None
 
 
+# Every place a recipe names a data file: checked at validate time, made absolute in a run.
+DATA_SOURCES = (("data", "train"), ("data", "eval"), ("eval", "demos"))
+
+
 def _missing_files(raw: dict, base_dir: Path, where) -> list[str]:
-    data = raw.get("data")
-    if not isinstance(data, dict):
-        return []
     problems = []
-    for key in ("train", "eval"):
-        src = data.get(key)
+    for section, key in DATA_SOURCES:
+        parent = raw.get(section)
+        src = parent.get(key) if isinstance(parent, dict) else None
         path = src.get("path") if isinstance(src, dict) else None
-        if isinstance(path, str) and path:
-            try:
-                resolved = resolve_data_path(path, base_dir)
-                found = resolved.exists()
-            except (OSError, RuntimeError, ValueError) as exc:  # too long, NUL byte, `~nobody`
-                loc = ("data", key, "path")
-                problems.append(f"{where(loc)} {_dotted(loc)}: not a usable path ({exc})")
-                continue
-            if not found:
-                loc = ("data", key, "path")
-                problems.append(
-                    f"{where(loc)} {_dotted(loc)}: file not found: {resolved} "
-                    f"(paths are relative to the recipe's folder)"
-                )
+        if not (isinstance(path, str) and path):
+            continue
+        loc = (section, key, "path")
+        try:
+            resolved = resolve_data_path(path, base_dir)
+            found = resolved.exists()
+        except (OSError, RuntimeError, ValueError) as exc:  # too long, NUL byte, `~nobody`
+            problems.append(f"{where(loc)} {_dotted(loc)}: not a usable path ({exc})")
+            continue
+        if not found:
+            problems.append(f"{where(loc)} {_dotted(loc)}: file not found: {resolved} "
+                            f"(paths are relative to the recipe's folder)")
     return problems
 
 

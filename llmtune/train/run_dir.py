@@ -101,9 +101,11 @@ def _only_recipe(path: Path) -> bool:
 def write_resolved_recipe(run: RunDir, recipe, base_dir: Path) -> None:
     """recipe.yaml in the run: defaults filled in, data paths made absolute so that
     `llmtune eval RUN_DIR` finds them from anywhere."""
+    from llmtune.recipe.load import DATA_SOURCES
+
     data = recipe.model_dump(mode="json")
-    for key in ("train", "eval"):
-        src = data["data"].get(key)
+    for section, key in DATA_SOURCES:
+        src = data[section].get(key)
         if src and src.get("path"):
             src["path"] = str((base_dir / src["path"]).resolve()) if not Path(src["path"]).is_absolute() \
                 else src["path"]
