@@ -93,5 +93,9 @@ class TrlMethod(Method):
 
         return evaluate_trl(self, loaded, final_dir, limit, reporter)
 
+    def body_source(self, base: str, final_dir: Path) -> str:
+        """Without LoRA, final/ holds the whole trained model."""
+        return str(final_dir) if (Path(final_dir) / "config.json").exists() else base
+
     def apply(self, model) -> None:
         raise NotImplementedError(f"method {self.name!r} trains through trl (fit), not the supervised loop")
