@@ -74,9 +74,9 @@ def _cannot_merge(method, base: str, run_dir: Path, out: Path) -> str:
     from llmtune.methods.registry import all_methods
 
     mergeable = sorted(n for n, m in all_methods().items() if m.can_merge)
-    return (f"method {method.name!r} cannot be merged into the base weights: what it trained "
-            f"({method.summary}) is extra modules or inputs, not a change to {base}'s weight matrices, "
-            f"so no plain transformers folder can hold it. Drop --merge for an adapter-only export "
+    return (f"method {method.name!r} cannot be merged into the base weights: what it trains is extra "
+            f"modules or inputs, not a change to {base}'s weight matrices, so no plain transformers folder "
+            f"can hold it. Drop --merge for an adapter-only export "
             f"(`llmtune export {run_dir} --out {out}`; llmtune loads it onto {base}), or retrain with a "
             f"mergeable method ({', '.join(mergeable)}) if you need a plain transformers model.")
 

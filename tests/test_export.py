@@ -28,6 +28,14 @@ RUNS = {
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 shared cores: one thread beats two oversubscribed ones
+    yield
+    torch.set_num_threads(before)
+
+
 class RecordingReporter(Reporter):
     def __init__(self):
         super().__init__(quiet=True)
