@@ -7,10 +7,10 @@ linear layer, folds into that layer's weight: IA3 merges.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from llmtune.methods.base import Method, MethodConfig
+from llmtune.methods.base import MethodConfig
+from llmtune.methods.peft_backed import PeftMethod
 from llmtune.methods.registry import register_method
 
 
@@ -26,11 +26,10 @@ class Ia3Config(MethodConfig):
 
 
 @register_method
-class Ia3(Method):
+class Ia3(PeftMethod):
     name = "ia3"
     Config = Ia3Config
     summary = "IA3: learned rescaling vectors on keys, values and feed-forward layers; merges"
-    can_merge = True
 
     def peft_config(self, causal: bool):
         from peft import IA3Config, TaskType
@@ -43,29 +42,3 @@ class Ia3(Method):
             feedforward = []
         return IA3Config(target_modules=c.target_modules, feedforward_modules=feedforward,
                          task_type=TaskType.CAUSAL_LM if causal else None)
-
-    def apply(self, model) -> None:
-        from peft import get_peft_model
-
-        from llmtune.errors import UserError
-
-        try:
-            model.body = get_peft_model(model.body, self.peft_config(model.is_causal))
-        except ValueError as exc:
-            raise UserError(f"method ia3: peft refused the settings ({exc}); check method.target_modules "
-                            f"and method.feedforward_modules (the latter must be a subset of the former)") from None
-        if model.head is not None:
-            model.head.requires_grad_(True)
-
-    def save(self, model, out_dir: Path) -> None:
-        model.body.save_pretrained(out_dir)
-        model.save_head(out_dir)
-
-    def load(self, model, from_dir: Path) -> None:
-        from peft import PeftModel
-
-        model.body = PeftModel.from_pretrained(model.body, str(from_dir))
-        model.load_head(from_dir)
-
-    def merge(self, model):
-        return model.body.merge_and_unload()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from llmtune.methods.base import Method, MethodConfig
+from llmtune.methods.base import MethodConfig
+from llmtune.methods.peft_backed import PeftMethod
 from llmtune.methods.registry import register_method
 
 
@@ -31,11 +31,10 @@ class LoraConfig(MethodConfig):
 
 
 @register_method
-class Lora(Method):
+class Lora(PeftMethod):
     name = "lora"
     Config = LoraConfig
     summary = "low-rank adapters on chosen linear layers (DoRA, rsLoRA options); merges"
-    can_merge = True
 
     def peft_config(self, causal: bool):
         from peft import LoraConfig as PeftLoraConfig
@@ -47,21 +46,3 @@ class Lora(Method):
             use_dora=c.dora, use_rslora=c.rslora, bias=c.bias,
             task_type=TaskType.CAUSAL_LM if causal else None,
         )
-
-    def apply(self, model) -> None:
-        from peft import get_peft_model
-
-        model.body = get_peft_model(model.body, self.peft_config(model.is_causal))
-
-    def save(self, model, out_dir: Path) -> None:
-        model.body.save_pretrained(out_dir)
-        model.save_head(out_dir)
-
-    def load(self, model, from_dir: Path) -> None:
-        from peft import PeftModel
-
-        model.body = PeftModel.from_pretrained(model.body, str(from_dir))
-        model.load_head(from_dir)
-
-    def merge(self, model):
-        return model.body.merge_and_unload()
