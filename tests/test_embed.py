@@ -224,7 +224,6 @@ def test_cli_errors_name_the_file_and_row(cli, tmp_path):
     assert res.code == 2 and "median" in res.err
 
 
-@pytest.mark.slow
 def test_run_directory_embeds_with_its_merged_adapter(cli, write_recipe, tmp_path, tiny):
     """A LoRA run embeds with base + adapter (merged), not with the base model."""
     from conftest import DATA
