@@ -69,3 +69,18 @@ def tiny_sst2(tmp_path: Path, n: int = 64) -> Path:
     path = tmp_path / f"sst2_{n}.tsv"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One intra-op torch thread, here and in child processes. Tiny models are dominated by
+    per-op overhead, and on a shared 2-core machine torch's spinning OpenMP workers made
+    tiny runs 20-100x slower (measured). Test modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield
+    torch.set_num_threads(before)

@@ -10,7 +10,8 @@ import re
 
 import pytest
 
-from test_resume import one_thread  # noqa: F401  (fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 HEADER = "sentence\tlabel\n"
 GOOD = ["a fine film\t1\n", "dull and long\t0\n", "quite lovely\t1\n", "a mess\t0\n"] * 2

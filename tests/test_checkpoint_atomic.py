@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from llmtune.train import checkpoint as ckpt
-from test_resume import assert_same_weights, one_thread  # noqa: F401  (fixture)
+from test_resume import assert_same_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Killed(BaseException):

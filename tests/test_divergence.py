@@ -4,13 +4,17 @@ checkpoint; with `skip` the step is dropped, at most `train.max_skipped_steps` t
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import torch
 
 from llmtune.models.task_model import TaskModel
 from llmtune.train import checkpoint as ckpt
-from test_resume import one_thread, tensors  # noqa: F401  (fixture)
+from test_resume import tensors
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _recipe(tmp_path, **train):

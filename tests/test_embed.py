@@ -15,13 +15,7 @@ TEXTS = ["a gorgeous , witty , seductive movie .", "bad", "", "the film is stric
          "unflinchingly bleak and desperate", "ok", "not good , not bad"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # On 2 shared cores, one torch thread per test process runs faster than two.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from llmtune.console import Reporter
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
 # name -> (model, task, method options). Short runs on tiny models: enough steps at a high
 # learning rate that the trained model clearly differs from its base.
@@ -27,13 +27,6 @@ RUNS = {
     "full-sft": ("tiny-llama", "sft", {"name": "full"}),
 }
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: one thread beats two oversubscribed ones
-    yield
-    torch.set_num_threads(before)
 
 
 class RecordingReporter(Reporter):

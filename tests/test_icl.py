@@ -12,16 +12,7 @@ from llmtune.evaluate.prompt_rows import PromptRow
 from llmtune.evaluate.templates import compile_templates
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models gain nothing from a second thread, and on a shared 2-core machine
-    # two threads per process make each step many times slower.
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _row(text: str, answer: str, i: int) -> PromptRow:

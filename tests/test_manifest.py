@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from llmtune.train import run_dir
-from test_resume import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _git(folder, *args):

@@ -11,14 +11,7 @@ import torch
 from llmtune.methods.prefix import Prefix, PrefixConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models are dominated by per-op overhead; on a shared 2-core machine extra intra-op
-    # threads only add contention (measured at a load of ~10: the memorisation test 43 s -> 3 s).
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _method(**opts) -> Prefix:

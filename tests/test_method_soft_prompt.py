@@ -12,14 +12,7 @@ from torch.nn import functional as F
 from llmtune.methods.soft_prompt import SoftPrompt, SoftPromptConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models are dominated by per-op overhead; on a shared 2-core machine extra intra-op
-    # threads only add contention.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _method(**opts) -> SoftPrompt:

@@ -49,14 +49,7 @@ DEFAULT_TEST_LR = (1e-2, 5e-2)
 STEPS = {"classification": 10, "sft": 30}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # On 2 shared cores, two torch threads per process oversubscribe badly (measured:
-    # 20x slower steps on the tiny models while other work ran); one thread is faster.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cases():

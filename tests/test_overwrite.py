@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from test_resume import one_thread  # noqa: F401  (fixture)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 
 @pytest.fixture

@@ -25,17 +25,7 @@ from conftest import DATA, tiny_sst2
 TOLERANCE = 1e-6  # CPU float32; in practice the weights come out bit-identical
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """One intra-op thread, here and in child processes: on a shared 2-core machine, torch's
-    spinning OpenMP workers make tiny runs up to 100x slower (measured)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def llmtune_command() -> list[str]:

@@ -5,6 +5,8 @@ the caches (LLMTUNE_CACHE, HF_HOME)."""
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import os
 import sys
@@ -13,7 +15,8 @@ from pathlib import Path
 import yaml
 
 from conftest import ROOT, tiny_sst2
-from test_resume import one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 PACKAGE = ROOT / "llmtune"
 

@@ -10,7 +10,9 @@ import signal
 import pytest
 
 from llmtune.train import checkpoint as ckpt
-from test_resume import assert_same_weights, classification_recipe, one_thread, start_train, wait_for_text  # noqa: F401
+from test_resume import assert_same_weights, classification_recipe, start_train, wait_for_text
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow

@@ -12,14 +12,7 @@ from llmtune.evaluate.templates import compile_templates, default_template, quer
 from llmtune.recipe.schema import DataSection
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; a shared 2-core machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cls_cfg(**columns):
