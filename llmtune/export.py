@@ -83,8 +83,9 @@ def _cannot_merge(method, base: str, run_dir: Path, out: Path) -> str:
 
 def _adapter_only_message(method, base: str, run_dir: Path, final: Path) -> str:
     if method.body_source(base, final) != base:
+        same = "; --merge gives the same model" if method.can_merge else ""
         return (f"{method.name}: the run's final/ already holds a whole model; copied it as it is "
-                f"(a plain transformers folder; --merge gives the same model)")
+                f"(a plain transformers folder{same})")
     if method.can_merge:
         return (f"adapter-only export of {method.name}: only the trained parameters, to load onto {base} "
                 f"(with peft or llmtune); pass --merge for a plain transformers folder without peft")

@@ -131,3 +131,13 @@ def test_linear_probe_trains_above_chance_and_eval_reproduces_it(cli, write_reci
     res = cli("embed", "minilm", src, "--out", tmp_path / "base.npy", "--max-length", "64")
     assert res.code == 0, res.err
     np.testing.assert_allclose(np.load(tmp_path / "run.npy"), np.load(tmp_path / "base.npy"), atol=1e-6, rtol=0)
+
+    # `export --merge` gives a plain transformers encoder (the base's) with the probe beside it.
+    res = cli("export", run, "--out", tmp_path / "exported", "--merge", "--json")
+    assert res.code == 0, res.err
+    from transformers import AutoModel
+
+    AutoModel.from_pretrained(str(tmp_path / "exported"))
+    exported = load_file(str(tmp_path / "exported" / "head.safetensors"))
+    for key in first:
+        torch.testing.assert_close(exported[key], first[key], rtol=0, atol=0)

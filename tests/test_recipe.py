@@ -151,3 +151,16 @@ def test_missing_demo_pool_file_is_reported(write_recipe, train_file):
     with pytest.raises(RecipeError) as err:
         load_recipe(write_recipe(text))
     assert "recipe.yaml:14 eval.demos.path: file not found" in err.value.render()
+
+
+def test_prompt_template_fields_are_checked_at_validate_time(write_recipe, train_file):
+    text = GOOD.format(train=train_file.name).replace(
+        "  columns: {text: sentence}", "  columns: {text: sentence}\n  prompt_template: 'Q: {question}\\nA:'")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe(text))
+    assert "recipe.yaml:7 data.prompt_template: unknown field(s) {question}" in err.value.render()
+    text = GOOD.format(train=train_file.name).replace(
+        "  columns: {text: sentence}", "  columns: {text: sentence}\n  prompt_template: 'Q: {instruction'")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(write_recipe(text))
+    assert "data.prompt_template: not a valid template" in err.value.render()

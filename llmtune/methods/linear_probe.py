@@ -44,6 +44,10 @@ class LinearProbe(Method):
     Config = LinearProbeConfig
     summary = "frozen encoder, logistic regression on its pooled features (embedded once, cached)"
     tasks = frozenset({"classification"})
+    can_merge = True  # nothing to fold in: the body is the untouched base encoder
+
+    def merge(self, model):
+        return model.body
 
     def apply(self, model) -> None:
         for p in model.body.parameters():

@@ -115,6 +115,22 @@ class DataSection(Section):
     """What to do with rows whose text is empty: stop with the row number, or drop them
     (the count is reported)."""
 
+    @field_validator("prompt_template")
+    @classmethod
+    def _known_fields(cls, value: str) -> str:
+        import string
+
+        allowed = {"instruction", "input", "input_block"}
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:  # a lone `{` or `}`
+            raise ValueError(f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from None
+        unknown = sorted(f for f in fields if f.split(".")[0].split("[")[0] not in allowed)
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join('{' + f + '}' for f in unknown)}; "
+                             f"use {{instruction}}, {{input}} or {{input_block}}")
+        return value
+
     @model_validator(mode="before")
     @classmethod
     def _string_sources(cls, data):
