@@ -20,14 +20,18 @@ def train(
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter, quiet_third_party
     from llmtune.recipe import load_recipe
+    from llmtune.train.distributed import is_main_process
     from llmtune.train.run import run_recipe
 
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite contradict each other; pick one")
     loaded = load_recipe(recipe, set_ or [])
-    reporter = Reporter(json_mode=json_out)
+    main = is_main_process()
+    reporter = Reporter(json_mode=json_out, quiet=not main)  # one process speaks under torchrun
     quiet_third_party(reporter.interactive)
     result = run_recipe(loaded, reporter, output=output, resume=resume, overwrite=overwrite)
+    if not main:
+        return
     if json_out:
         emit_json(result)
     else:

@@ -107,8 +107,9 @@ def train_loop(ctx, method) -> dict:
     step = 0
     if ctx.resume:
         step = _resume(run, manifest, accelerator.unwrap_model(model), optimizer, scheduler, position, window, rep)
-    _drop_metrics_after(run, step)
-    write_manifest(run, manifest)
+    if accelerator.is_main_process:
+        _drop_metrics_after(run, step)
+        write_manifest(run, manifest)
 
     pad_id = tok.pad_token_id
     lengths = [len(e["input_ids"]) for e in data.train]
@@ -169,10 +170,14 @@ def train_loop(ctx, method) -> dict:
 
                 if step % t.log_every == 0 or step == total_steps:
                     now = time.perf_counter()
-                    tokens = int(window_tokens.item()) * world
+                    # Every rank reaches this step together: log the mean loss over ranks
+                    # and the tokens all ranks processed.
+                    logged_loss = accelerator.reduce(window_loss.clone(), "mean") if world > 1 else window_loss
+                    tokens = int((accelerator.reduce(window_tokens.clone(), "sum") if world > 1
+                                  else window_tokens).item())
                     position["tokens"] += tokens
                     record = {"step": step, "epoch": position["epoch"] + position["batch"] / max(usable, 1),
-                              "loss": window_loss.item() / max(window_micro, 1),
+                              "loss": logged_loss.item() / max(window_micro, 1),
                               "lr": scheduler.get_last_lr()[0],
                               "tokens_per_s": tokens / max(now - window_start, 1e-9)}
                     if accelerator.is_main_process:

@@ -8,7 +8,8 @@ from llmtune.console import Reporter
 from llmtune.errors import UserError
 from llmtune.recipe.load import LoadedRecipe
 from llmtune.train.context import RunContext
-from llmtune.train.run_dir import open_run_dir, write_resolved_recipe
+from llmtune.train.distributed import is_main_process
+from llmtune.train.run_dir import RunDir, open_run_dir, write_resolved_recipe
 
 
 def default_output(loaded: LoadedRecipe) -> Path:
@@ -29,8 +30,12 @@ def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None 
     out = (Path(output).expanduser() if output else default_output(loaded)).absolute()
     if resume and not out.exists():
         raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
-    run = open_run_dir(out, resume=resume, overwrite=overwrite)
-    write_resolved_recipe(run, loaded.recipe, loaded.base_dir)
+    if is_main_process():
+        run = open_run_dir(out, resume=resume, overwrite=overwrite)
+        write_resolved_recipe(run, loaded.recipe, loaded.base_dir)
+    else:
+        # Other ranks never write to the run directory; the main one checks and creates it.
+        run = RunDir(out)
     method = get_method(loaded.recipe.method.name)(loaded.recipe.method)
     reporter.log(f"run directory: {run.path}")
     ctx = RunContext(loaded=loaded, run=run, reporter=reporter, resume=resume)

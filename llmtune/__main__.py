@@ -1,0 +1,5 @@
+"""`python -m llmtune ...`: the same CLI, for launchers that start modules (torchrun -m)."""
+
+from llmtune.cli import main
+
+main()
