@@ -11,7 +11,8 @@ import typer
 def train(
     recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a recipe key: train.lr=1e-4 (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in the output directory from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume",
+                                help="Continue the run in the output directory from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in the output directory."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Run directory (overrides output.dir)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document with the results on stdout."),

@@ -13,8 +13,8 @@ from pydantic_core import PydanticUndefined
 from llmtune.recipe import schema as s
 
 SECTIONS = [("model", s.ModelSection), ("data", s.DataSection), ("data.train / data.eval", s.DataSource),
-            ("data.columns", s.Columns), ("train", s.TrainSection), ("eval", s.EvalSection), ("eval.generation", s.GenerationOptions),
-            ("output", s.OutputSection)]
+            ("data.columns", s.Columns), ("train", s.TrainSection), ("eval", s.EvalSection),
+            ("eval.generation", s.GenerationOptions), ("output", s.OutputSection)]
 
 
 def _type_name(annotation) -> str:

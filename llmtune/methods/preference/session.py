@@ -34,6 +34,10 @@ _SKIP_KEYS = {"epoch", "total_flos", "train_runtime", "train_samples_per_second"
 _HEADLINE = ("loss", "lr", "rewards/accuracies", "rewards/margins", "accuracy", "margin", "reward", "reward_std",
              "kl", "tokens_per_s")
 
+# Eval keys (without their `eval_` prefix) that are timings and counters, not results.
+_EVAL_BOOKKEEPING = frozenset({"runtime", "samples_per_second", "steps_per_second", "epoch", "num_tokens",
+                         "model_preparation_time"})
+
 
 def precision_flags(precision: str) -> dict:
     """use_cpu/bf16/fp16 from train.precision and the hardware (trl defaults bf16 on)."""
@@ -253,7 +257,7 @@ def clean_eval(metrics: dict) -> dict:
     out = {}
     for key, value in metrics.items():
         key = key[len("eval_"):] if key.startswith("eval_") else key
-        if key in ("runtime", "samples_per_second", "steps_per_second", "epoch", "num_tokens", "model_preparation_time") or not isinstance(value, (int, float)):
+        if key in _EVAL_BOOKKEEPING or not isinstance(value, (int, float)):
             continue
         out[key] = value
     return out
