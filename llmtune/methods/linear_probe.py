@@ -17,8 +17,6 @@ saved weights, so the head reads the raw pooled features.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from typing import Literal
 
@@ -133,23 +131,21 @@ class LinearProbe(Method):
         return out, hits
 
     def _save_final(self, run, model, tok, recipe, labels) -> None:
-        """final/ is written to a temp folder and renamed: a crash never leaves half a model."""
         from llmtune.models.task_model import write_info
+        from llmtune.train.run_dir import write_final
 
-        tmp = run.path / ".final.tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        self.save(model, tmp)
-        tok.save_pretrained(tmp)
         m = recipe.model
-        write_info(tmp, {"task": recipe.data.task, "method": self.name, "base_model": m.name,
-                         "encoder": {"name": m.name, "revision": m.revision, "dtype": m.dtype,
-                                     "note": "not copied: final/ holds only the head; the encoder loads from name"},
-                         "pooling": m.pooling, "max_length": recipe.data.max_length, "labels": labels})
-        if run.final.exists():
-            shutil.rmtree(run.final)
-        os.replace(tmp, run.final)
+
+        def fill(folder):
+            self.save(model, folder)
+            tok.save_pretrained(folder)
+            write_info(folder, {"task": recipe.data.task, "method": self.name, "base_model": m.name,
+                                "encoder": {"name": m.name, "revision": m.revision, "dtype": m.dtype,
+                                            "note": "not copied: final/ holds only the head; the encoder "
+                                                    "loads from name"},
+                                "pooling": m.pooling, "max_length": recipe.data.max_length, "labels": labels})
+
+        write_final(run, fill)
 
     def _write_manifest(self, ctx, data, tok, extra: dict) -> None:
         from llmtune.data.cache import tokenizer_fingerprint

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -31,7 +30,9 @@ from llmtune.models.load import load_tokenizer
 from llmtune.models.task_model import write_info
 from llmtune.train import checkpoint as ckpt
 from llmtune.train.optim import build_optimizer, build_scheduler
-from llmtune.train.run_dir import build_manifest, manifest_changes, read_manifest, recipe_hash, write_manifest
+from llmtune.train.run_dir import (
+    build_manifest, manifest_changes, peak_memory_mb, read_manifest, recipe_hash, write_final, write_manifest,
+)
 
 HOLD_ENV = "LLMTUNE_HOLD_AT_STEP"
 """Testing aid: after optimizer step N, run one more forward/backward (so the process sits
@@ -211,7 +212,7 @@ def train_loop(ctx, method) -> dict:
     if accelerator.is_main_process:
         _save_final(run, method, unwrapped, tok, r, data.labels)
         manifest.update({"train_seconds": train_seconds, "steps": step, "skipped_steps": position["skipped"],
-                         "peak_memory_mb": _peak_memory_mb(), "final_eval": headline(final_eval)})
+                         "peak_memory_mb": peak_memory_mb(), "final_eval": headline(final_eval)})
         write_manifest(run, manifest)
     accelerator.wait_for_everyone()
     accelerator.end_training()
@@ -313,33 +314,14 @@ def _pad(model, accelerator) -> int:
 
 
 def _save_final(run, method, model, tok, recipe, labels) -> None:
-    """final/ is written to a temp folder and renamed: a crash never leaves half a model."""
-    tmp = run.path / ".final.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    method.save(model, tmp)
-    tok.save_pretrained(tmp)
-    write_info(tmp, {"task": recipe.data.task, "method": method.name, "base_model": recipe.model.name,
-                     "pooling": recipe.model.pooling if model.head is not None else None,
-                     "labels": labels})
-    if run.final.exists():
-        old = run.path / ".final.old"
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(run.final, old)
-        os.replace(tmp, run.final)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, run.final)
+    def fill(folder):
+        method.save(model, folder)
+        tok.save_pretrained(folder)
+        write_info(folder, {"task": recipe.data.task, "method": method.name, "base_model": recipe.model.name,
+                            "pooling": recipe.model.pooling if model.head is not None else None,
+                            "labels": labels})
 
-
-def _peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB (process RSS)
+    write_final(run, fill)
 
 
 def _tok_hash(tok) -> str:

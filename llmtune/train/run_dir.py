@@ -11,6 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -218,3 +219,34 @@ def read_manifest(run: RunDir) -> dict | None:
         return json.loads(run.manifest.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+def write_final(run: RunDir, fill: Callable[[Path], None]) -> None:
+    """Write final/ atomically: `fill` writes into a temp folder, which then replaces final/.
+    The old final/ is moved aside first and removed last, so a crash at any point leaves
+    a complete final/ (old or new) or a folder that names itself temporary."""
+    tmp = run.path / ".final.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    fill(tmp)
+    if not run.final.exists():
+        os.replace(tmp, run.final)
+        return
+    old = run.path / ".final.old"
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(run.final, old)
+    os.replace(tmp, run.final)
+    shutil.rmtree(old)
+
+
+def peak_memory_mb() -> float:
+    """Peak GPU memory allocated by torch, or on CPU the process's peak resident set."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB -> MiB

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -24,7 +23,7 @@ from transformers import TrainerCallback
 from llmtune.errors import TrainingDiverged, UserError
 from llmtune.methods.preference.models import parameter_counts
 from llmtune.models.task_model import write_info
-from llmtune.train.run_dir import build_manifest, read_manifest, write_manifest
+from llmtune.train.run_dir import build_manifest, peak_memory_mb, read_manifest, write_final, write_manifest
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # trl's log keys that are bookkeeping, not measurements.
@@ -246,7 +245,7 @@ def train_and_save(ctx, method, trainer, tok, data, extra_manifest: dict | None 
     if trainer.is_world_process_zero():
         save_final(run, trainer, tok, method, r)
         manifest.update({"train_seconds": seconds, "steps": step, "total_steps": trainer.state.max_steps,
-                         "peak_memory_mb": _peak_memory_mb(), "final_eval": final_eval})
+                         "peak_memory_mb": peak_memory_mb(), "final_eval": final_eval})
         write_manifest(run, manifest)
     return {"steps": step, "train_seconds": seconds, "trainable_parameters": trainable, "total_parameters": total,
             "eval": final_eval, "run_dir": str(run.path)}
@@ -264,27 +263,16 @@ def clean_eval(metrics: dict) -> dict:
 
 
 def save_final(run, trainer, tok, method, recipe) -> None:
-    """final/ (model or adapter, tokenizer, llmtune.json) written aside and renamed into place."""
-    tmp = run.path / ".final.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    trainer.save_model(str(tmp))
-    tok.save_pretrained(tmp)
-    for leftover in ("training_args.bin",):  # a pickle; final/ holds only safe formats
-        (tmp / leftover).unlink(missing_ok=True)
-    write_info(tmp, {"task": recipe.data.task, "method": method.name, "base_model": recipe.model.name,
-                     "model_kind": method.model_kind, "pooling": None, "labels": None})
-    if run.final.exists():
-        shutil.rmtree(run.final)
-    os.replace(tmp, run.final)
+    """final/: model or adapter, tokenizer, llmtune.json (written atomically)."""
+    def fill(folder):
+        trainer.save_model(str(folder))
+        tok.save_pretrained(folder)
+        for leftover in ("training_args.bin",):  # a pickle; final/ holds only safe formats
+            (folder / leftover).unlink(missing_ok=True)
+        write_info(folder, {"task": recipe.data.task, "method": method.name, "base_model": recipe.model.name,
+                            "model_kind": method.model_kind, "pooling": None, "labels": None})
 
-
-def _peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    write_final(run, fill)
 
 
 def interactive(reporter) -> bool:
