@@ -57,7 +57,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from llmtune.embed.encoder import Encoder
+    from llmtune.models.encoder import Encoder
     from llmtune.embed.loading import load_for_embedding
     from llmtune.models.builtin import minilm_path
 

@@ -30,24 +30,24 @@ def sft_file(tmp_path):
 
 def test_every_input_of_the_encoding_changes_the_key(sft_file, tmp_path):
     tok = load_tiny_tokenizer()
-    base = prepare_data(data_cfg(str(sft_file)), tok, tmp_path)
+    base = prepare_data(data_cfg(str(sft_file)), tok)
     keys = {"base": base.fingerprint["cache_key"]}
 
-    keys["max_length"] = prepare_data(data_cfg(str(sft_file), max_length=32), tok, tmp_path).fingerprint["cache_key"]
+    keys["max_length"] = prepare_data(data_cfg(str(sft_file), max_length=32), tok).fingerprint["cache_key"]
     keys["prompt_template"] = prepare_data(
-        data_cfg(str(sft_file), prompt_template="Q: {instruction}\nA: "), tok, tmp_path).fingerprint["cache_key"]
+        data_cfg(str(sft_file), prompt_template="Q: {instruction}\nA: "), tok).fingerprint["cache_key"]
     keys["columns"] = prepare_data(
-        data_cfg(str(sft_file), columns={"input": "context"}), tok, tmp_path).fingerprint["cache_key"]
+        data_cfg(str(sft_file), columns={"input": "context"}), tok).fingerprint["cache_key"]
     keys["truncation_side"] = prepare_data(
-        data_cfg(str(sft_file), truncation_side="left"), tok, tmp_path).fingerprint["cache_key"]
+        data_cfg(str(sft_file), truncation_side="left"), tok).fingerprint["cache_key"]
 
     chat_tok = load_tiny_tokenizer()
     chat_tok.chat_template = chat_tok.chat_template + "{# edited #}"
-    keys["chat_template"] = prepare_data(data_cfg(str(sft_file)), chat_tok, tmp_path).fingerprint["cache_key"]
+    keys["chat_template"] = prepare_data(data_cfg(str(sft_file)), chat_tok).fingerprint["cache_key"]
 
     vocab_tok = load_tiny_tokenizer()
     vocab_tok.add_tokens(["brandnewtoken"])
-    keys["tokenizer"] = prepare_data(data_cfg(str(sft_file)), vocab_tok, tmp_path).fingerprint["cache_key"]
+    keys["tokenizer"] = prepare_data(data_cfg(str(sft_file)), vocab_tok).fingerprint["cache_key"]
 
     assert len(set(keys.values())) == len(keys), keys
 
@@ -55,10 +55,10 @@ def test_every_input_of_the_encoding_changes_the_key(sft_file, tmp_path):
 def test_edited_data_file_is_re_encoded_not_served_stale(sft_file, tmp_path):
     tok = load_tiny_tokenizer()
     cfg = data_cfg(str(sft_file))
-    before = prepare_data(cfg, tok, tmp_path)
+    before = prepare_data(cfg, tok)
     # Same path, same size class, one word changed: the content hash sees it.
     sft_file.write_text(sft_file.read_text().replace("maybe maybe", "never never"))
-    after = prepare_data(cfg, tok, tmp_path)
+    after = prepare_data(cfg, tok)
     assert after.fingerprint["cache_key"] != before.fingerprint["cache_key"]
     assert tok.decode(after.train[-1]["input_ids"]).count("never") == 2
     assert "never" not in tok.decode(before.train[-1]["input_ids"])
@@ -67,7 +67,7 @@ def test_edited_data_file_is_re_encoded_not_served_stale(sft_file, tmp_path):
 def test_cache_hit_is_used_and_a_damaged_entry_is_rebuilt(sft_file, tmp_path, monkeypatch):
     tok = load_tiny_tokenizer()
     cfg = data_cfg(str(sft_file))
-    first = prepare_data(cfg, tok, tmp_path)
+    first = prepare_data(cfg, tok)
     entry = cache.cache_dir() / f"{first.fingerprint['cache_key']}.json"
     assert entry.is_file()
 
@@ -75,12 +75,12 @@ def test_cache_hit_is_used_and_a_damaged_entry_is_rebuilt(sft_file, tmp_path, mo
         raise AssertionError("encoded again despite a valid cache entry")
 
     monkeypatch.setattr(encode, "encode_sft", boom)
-    assert prepare_data(cfg, tok, tmp_path).train == first.train  # served from the cache
+    assert prepare_data(cfg, tok).train == first.train  # served from the cache
     monkeypatch.undo()
 
     for damage in ("{not json", '{"train": []}', "[]"):  # cut short, wrong shape
         entry.write_text(damage)
-        assert prepare_data(cfg, tok, tmp_path).train == first.train
+        assert prepare_data(cfg, tok).train == first.train
 
 
 def test_encoding_code_is_part_of_the_key(monkeypatch):
@@ -95,7 +95,7 @@ def test_unwritable_cache_does_not_stop_a_run(sft_file, tmp_path, monkeypatch):
     blocker = tmp_path / "file-not-dir"
     blocker.write_text("x")
     monkeypatch.setenv("LLMTUNE_CACHE", str(blocker))  # mkdir under a file fails
-    data = prepare_data(data_cfg(str(sft_file)), load_tiny_tokenizer(), tmp_path)
+    data = prepare_data(data_cfg(str(sft_file)), load_tiny_tokenizer())
     assert len(data.train) == 4
 
 

@@ -26,7 +26,7 @@ def tiny():
 
 
 def _encoder(loaded, **kw):
-    from llmtune.embed.encoder import Encoder
+    from llmtune.models.encoder import Encoder
 
     kw.setdefault("batch_size", 3)
     return Encoder(loaded.tokenizer, loaded.body, **kw)
@@ -222,7 +222,7 @@ def test_run_directory_embeds_with_its_merged_adapter(cli, write_recipe, tmp_pat
     """A LoRA run embeds with base + adapter (merged), not with the base model."""
     from conftest import DATA
 
-    from llmtune.evaluate.runner import load_target, load_trained
+    from llmtune.runs.open import open_run
 
     recipe = write_recipe({
         "model": {"name": "tiny-bert", "pooling": "mean"},
@@ -240,8 +240,7 @@ def test_run_directory_embeds_with_its_merged_adapter(cli, write_recipe, tmp_pat
     assert json.loads(res.out)["max_length"] == 32  # the run's data.max_length
     got = np.load(tmp_path / "run.npy")
 
-    loaded, final = load_target(run, [])
-    _, model, _, _ = load_trained(loaded, final)
+    model = open_run(run).trained_model()
     model.eval()
     texts = [t for t in TEXTS if t]
     with torch.no_grad():

@@ -54,7 +54,7 @@ def _raw(model: str, task: str, method: dict) -> dict:
 def runs(tmp_path_factory):
     """Train each run of RUNS once for the whole module (caches kept in the temp dir)."""
     from llmtune.recipe.load import recipe_from_dict
-    from llmtune.train.run import run_recipe
+    from llmtune.train.session import run_recipe
 
     root = tmp_path_factory.mktemp("export-runs")
     done = {}
@@ -78,10 +78,9 @@ def _inputs(task: str):
 
 
 def _unmerged_logits(run_dir: Path, ids, mask):
-    from llmtune.evaluate.runner import load_target, load_trained
+    from llmtune.runs.open import open_run
 
-    loaded, final = load_target(run_dir, [])
-    _, model, _, _ = load_trained(loaded, final)
+    model = open_run(run_dir).trained_model()
     model.eval()
     with torch.no_grad():
         return model(ids, mask)[1]

@@ -10,6 +10,7 @@ import torch
 from tiny_lm import greedy, memorise, tiny_causal_lm
 
 from llmtune.methods.registry import get_method
+from llmtune.train.assemble import prepare_for_training
 
 CASES = {
     "lora": ({"name": "lora", "r": 8, "alpha": 16, "target_modules": "all-linear", "dropout": 0.0}, 2e-2),
@@ -30,7 +31,7 @@ def test_generation_reproduces_a_memorised_sentence(case, arch):
     method_cls = get_method(options["name"])
     model, tok = tiny_causal_lm(arch)
     torch.manual_seed(0)
-    method_cls(method_cls.Config.model_validate(options)).apply(model)
+    prepare_for_training(model, method_cls(method_cls.Config.model_validate(options)))
     ids = torch.tensor([tok("the quick brown fox jumps over the lazy dog")["input_ids"]])
     prompt, target = ids[:, :3], ids[0, 3:].tolist()
     model.eval()

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from llmtune.train import run_dir
+from llmtune.train import manifest as run_dir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,6 +10,7 @@ import torch
 
 from llmtune.errors import UserError
 from tiny_lm import greedy, memorise, tiny_causal_lm
+from llmtune.train.assemble import prepare_for_training, save_trained, load_into
 
 ARCHS = {  # name -> (task, attention-output path, feed-forward-output path, block class)
     "tiny-bert": ("classification", "attention.output.dense", "output.dense", "BertLayer"),
@@ -48,7 +49,7 @@ def _inputs():
 @pytest.mark.parametrize("placement", ["houlsby", "pfeiffer"])
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_adapters_sit_on_the_right_projections_and_start_as_identity(arch, placement):
-    from llmtune.methods.bottleneck import AdaptedProjection
+    from llmtune.methods.adapters._layers import AdaptedProjection
     from llmtune.models.layers import transformer_blocks
 
     _, attn_path, ffn_path, block_cls = ARCHS[arch]
@@ -56,7 +57,7 @@ def test_adapters_sit_on_the_right_projections_and_start_as_identity(arch, place
     ids, mask = _inputs()
     with torch.no_grad():
         before = model(ids, mask)[1]
-    _method(placement=placement).apply(model)
+    prepare_for_training(model, _method(placement=placement))
     with torch.no_grad():
         after = model(ids, mask)[1]
     assert torch.equal(before, after), "a zero up-projection must leave the model unchanged"
@@ -72,7 +73,7 @@ def test_adapters_sit_on_the_right_projections_and_start_as_identity(arch, place
 
 def test_only_adapters_and_head_train_and_the_base_stays_put():
     model = _task_model("tiny-bert")
-    _method(bottleneck_size=8, activation="gelu").apply(model)
+    prepare_for_training(model, _method(bottleneck_size=8, activation="gelu"))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".adapter." in n or n.startswith("head.") for n in trainable)
     assert {"head.weight", "head.bias"} <= trainable
@@ -95,7 +96,7 @@ def test_only_adapters_and_head_train_and_the_base_stays_put():
 @pytest.mark.parametrize("opts,width", [({}, 4), ({"reduction_factor": 8}, 8), ({"bottleneck_size": 5}, 5)])
 def test_bottleneck_width_from_reduction_factor_or_size(opts, width):
     model = _task_model("tiny-llama")  # hidden size 64
-    _method(**opts).apply(model)
+    prepare_for_training(model, _method(**opts))
     assert model.body.model.layers[1].mlp.down_proj.adapter.down.out_features == width
 
 
@@ -104,12 +105,12 @@ def test_saved_folder_holds_only_adapter_tensors_in_the_documented_format(tmp_pa
 
     model = _task_model("tiny-bert")
     method = _method(placement="pfeiffer", reduction_factor=4)
-    method.apply(model)
+    prepare_for_training(model, method)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)  # as if trained: the up-projections leave zero
-    method.save(model, tmp_path)
+    save_trained(model, method, tmp_path)
     config = json.loads((tmp_path / "bottleneck_adapter.json").read_text())
     assert config["format"] == "llmtune.bottleneck_adapter" and config["format_version"] == 1
     assert config["placement"] == "pfeiffer" and config["sites"] == {"ffn": "output.dense"}
@@ -127,7 +128,7 @@ def test_saved_folder_holds_only_adapter_tensors_in_the_documented_format(tmp_pa
     with torch.no_grad():
         expected = model(ids, mask)[1]
     fresh = _task_model("tiny-bert").eval()
-    method.load(fresh, tmp_path)
+    load_into(fresh, method, tmp_path)
     with torch.no_grad():
         assert torch.equal(fresh(ids, mask)[1], expected)
 
@@ -135,17 +136,17 @@ def test_saved_folder_holds_only_adapter_tensors_in_the_documented_format(tmp_pa
 def test_load_refuses_a_different_base_model(tmp_path):
     model = _task_model("tiny-llama")
     method = _method()
-    method.apply(model)
-    method.save(model, tmp_path)
+    prepare_for_training(model, method)
+    save_trained(model, method, tmp_path)
     other = _task_model("tiny-bert")
     with pytest.raises(UserError, match="base model they were trained on"):
-        method.load(other, tmp_path)
+        load_into(other, method, tmp_path)
 
 
 def test_unknown_architecture_is_a_user_error():
     from torch import nn
 
-    from llmtune.methods.bottleneck import find_sites
+    from llmtune.methods.adapters._layers import find_sites
 
     class Block(nn.Module):
         def __init__(self):
@@ -162,7 +163,7 @@ def test_unknown_architecture_is_a_user_error():
 def test_generation_uses_the_trained_adapters_and_memorises(arch):
     model, tok = tiny_causal_lm(arch)
     torch.manual_seed(0)
-    _method().apply(model)
+    prepare_for_training(model, _method())
     ids = torch.tensor([tok("the quick brown fox jumps over the lazy dog")["input_ids"]])
     prompt, target = ids[:, :3], ids[0, 3:].tolist()
     model.eval()

@@ -8,6 +8,7 @@ import torch
 
 from llmtune.errors import UserError
 from tiny_lm import greedy, memorise, tiny_causal_lm
+from llmtune.train.assemble import prepare_for_training
 
 # name -> (task, module-name endings peft's default must scale)
 DEFAULTS = {
@@ -56,7 +57,7 @@ def test_peft_defaults_fit_each_body_and_start_as_identity(arch):
     ids, mask = _inputs()
     with torch.no_grad():
         before = model(ids, mask)[1]
-    _method().apply(model)
+    prepare_for_training(model, _method())
     with torch.no_grad():
         after = model(ids, mask)[1]
     torch.testing.assert_close(after, before, rtol=0, atol=1e-6)
@@ -70,7 +71,7 @@ def test_peft_defaults_fit_each_body_and_start_as_identity(arch):
 def test_merge_gives_the_same_outputs_as_the_adapted_model():
     model = _task_model("tiny-bert")
     method = _method()
-    method.apply(model)
+    prepare_for_training(model, method)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if ".ia3_l." in n:
@@ -79,7 +80,7 @@ def test_merge_gives_the_same_outputs_as_the_adapted_model():
     ids, mask = _inputs()
     with torch.no_grad():
         adapted = model(ids, mask)[1]
-    model.body = method.merge(model)
+    model.body = method.merge(model.body)
     assert not any(".ia3_l." in n for n, _ in model.named_parameters())
     assert type(model.body).__name__ == "BertModel"
     with torch.no_grad():
@@ -88,21 +89,21 @@ def test_merge_gives_the_same_outputs_as_the_adapted_model():
 
 def test_custom_targets_without_feedforward_modules():
     model = _task_model("tiny-llama")
-    _method(target_modules=["q_proj", "v_proj"]).apply(model)
+    prepare_for_training(model, _method(target_modules=["q_proj", "v_proj"]))
     assert _scaled_modules(model) == {"self_attn.q_proj", "self_attn.v_proj"}
 
 
 def test_feedforward_modules_outside_the_targets_is_a_user_error():
     model = _task_model("tiny-llama")
     with pytest.raises(UserError, match="feedforward_modules"):
-        _method(target_modules=["q_proj"], feedforward_modules=["down_proj"]).apply(model)
+        prepare_for_training(model, _method(target_modules=["q_proj"], feedforward_modules=["down_proj"]))
 
 
 @pytest.mark.parametrize("arch", ["tiny-llama", "tiny-gpt2"])
 def test_generation_uses_the_trained_vectors_and_memorises(arch):
     model, tok = tiny_causal_lm(arch)
     torch.manual_seed(0)
-    _method().apply(model)
+    prepare_for_training(model, _method())
     ids = torch.tensor([tok("the quick brown fox jumps over the lazy dog")["input_ids"]])
     prompt, target = ids[:, :3], ids[0, 3:].tolist()
     model.eval()

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from llmtune.methods.prefix import Prefix, PrefixConfig
+from llmtune.methods.prompts.prefix import Prefix, PrefixConfig
+from llmtune.train.assemble import prepare_for_training, save_trained, load_into
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,11 +52,11 @@ def _logits(model, ids, mask):
 def test_trainable_parameters_are_what_the_config_implies(name, task, layers, kv_heads, head_dim, head):
     n = 5
     model = _task_model(name, task)
-    _method(num_virtual_tokens=n).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=n))
     assert model.trainable_parameters()[0] == layers * 2 * kv_heads * n * head_dim + head
 
     model = _task_model(name, task)
-    _method(num_virtual_tokens=n, reparameterize=True, hidden=32).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=n, reparameterize=True, hidden=32))
     out = layers * 2 * kv_heads * head_dim
     mlp = n * 64 + (64 * 32 + 32) + (32 * out + out)
     assert model.trainable_parameters()[0] == mlp + head
@@ -68,7 +69,7 @@ def test_prefix_equals_a_prefilled_kv_cache(name):
 
     model = _task_model(name, "sft")
     n = 3
-    _method(num_virtual_tokens=n).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=n))
     _, ids, mask = _batch(name)
     ours = _logits(model, ids, mask)
 
@@ -93,7 +94,7 @@ def test_prefix_changes_outputs_and_padding_stays_masked(name, task):
     model = _task_model(name, task)
     _, ids, mask = _batch(name)
     before = _logits(model, ids, mask)
-    _method(num_virtual_tokens=4).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=4))
     with_prefix = _logits(model, ids, mask)
     assert (with_prefix - before).abs().max() > 1e-3, "the prefix did not change the outputs"
 
@@ -116,7 +117,7 @@ def test_generate_honours_the_prefix_with_and_without_cache(name):
     model = _task_model(name, "sft")
     kw = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": tok.pad_token_id}
     untrained = model.body.generate(ids, attention_mask=torch.ones_like(ids), **kw)
-    _method(num_virtual_tokens=4).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=4))
     with torch.no_grad():
         model.body.llmtune_prefix.prefix.normal_(0, 3.0)
     model.eval()
@@ -160,7 +161,7 @@ def memorise(model, method, tok, steps: int, lr: float) -> tuple[int, list, bool
         return out
 
     untrained = generations()
-    method.apply(model)
+    prepare_for_training(model, method)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     model.train()
     losses = []
@@ -196,7 +197,7 @@ def test_minilm_classification_trains():
     enc = tok(texts, padding=True, return_tensors="pt")
     labels = torch.tensor([1, 0, 1, 0, 1, 0, 1, 0])
     model = _task_model("minilm", "classification")
-    _method(num_virtual_tokens=10, reparameterize=True, hidden=128).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=10, reparameterize=True, hidden=128))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     losses = []
@@ -218,14 +219,14 @@ def test_save_then_load_onto_a_fresh_base_gives_identical_outputs(tmp_path, name
 
     method = _method(num_virtual_tokens=4, **opts)
     model = _task_model(name, task)
-    method.apply(model)
+    prepare_for_training(model, method)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)  # as if trained
     _, ids, mask = _batch(name)
     expected = _logits(model, ids, mask)
-    method.save(model, tmp_path)
+    save_trained(model, method, tmp_path)
 
     files = {p.name for p in tmp_path.iterdir()}
     assert files == {"prefix.safetensors", "prefix_config.json"} | (
@@ -235,7 +236,7 @@ def test_save_then_load_onto_a_fresh_base_gives_identical_outputs(tmp_path, name
     assert json.loads((tmp_path / "prefix_config.json").read_text())["num_virtual_tokens"] == 4
 
     fresh = _task_model(name, task, seed=123)  # another random head: load must replace it
-    method.load(fresh, tmp_path)
+    load_into(fresh, method, tmp_path)
     torch.testing.assert_close(_logits(fresh, ids, mask), expected, rtol=0, atol=1e-5)
 
 
@@ -244,10 +245,10 @@ def test_loading_onto_another_architecture_is_a_user_error(tmp_path):
 
     method = _method(num_virtual_tokens=4)
     model = _task_model("tiny-llama", "sft")
-    method.apply(model)
-    method.save(model, tmp_path)
+    prepare_for_training(model, method)
+    save_trained(model, method, tmp_path)
     with pytest.raises(UserError, match="trained for a model"):
-        method.load(_task_model("tiny-gpt2", "sft"), tmp_path)
+        load_into(_task_model("tiny-gpt2", "sft"), method, tmp_path)
 
 
 def test_train_end_to_end_writes_only_the_prefix(cli, write_recipe, tmp_path):
@@ -275,7 +276,7 @@ def test_train_end_to_end_writes_only_the_prefix(cli, write_recipe, tmp_path):
 
 
 def test_extend_mask_handles_every_mask_form():
-    from llmtune.methods.prefix_attention import extend_mask
+    from llmtune.methods.prompts._prefix_attention import extend_mask
 
     # No mask, causal, with two earlier tokens in a KV cache: queries are positions 2 and 3.
     m = extend_mask(None, n_prefix=2, q_len=2, kv_len=4, is_causal=True)

@@ -70,7 +70,7 @@ def test_reward_model_learns_its_pairs_and_loads_with_transformers(cli, write_re
 def test_reward_model_with_lora_saves_adapter_and_score_head(cli, write_recipe, tmp_path):
     from peft import PeftModel
 
-    from llmtune.methods.preference.models import load_reward_base
+    from llmtune.methods.preference._models import load_reward_base
     from llmtune.models.load import load_tokenizer
     from llmtune.recipe.load import load_recipe
 
@@ -86,7 +86,7 @@ def test_reward_model_with_lora_saves_adapter_and_score_head(cli, write_recipe, 
     assert (run / "final" / "adapter_config.json").exists() and not (run / "final" / "config.json").exists()
     # Plain peft on the same base reproduces the trained scores (the score head is saved too).
     tok = load_tokenizer("tiny-llama")
-    model = PeftModel.from_pretrained(load_reward_base(load_recipe(recipe).recipe, tok), str(run / "final"))
+    model = PeftModel.from_pretrained(load_reward_base(load_recipe(recipe).recipe.model, tok), str(run / "final"))
     assert any("score" in n for n, _ in model.named_parameters() if "modules_to_save" in n)
     assert json.loads(cli("eval", run, "--json").out)["accuracy"] == result["eval"]["accuracy"]
 

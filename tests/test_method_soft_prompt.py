@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from llmtune.methods.soft_prompt import SoftPrompt, SoftPromptConfig
+from llmtune.methods.prompts.soft_prompt import SoftPrompt, SoftPromptConfig
+from llmtune.train.assemble import prepare_for_training, save_trained, load_into
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,7 +60,7 @@ def test_trainable_parameters_are_what_the_config_implies(name, task, head):
     }
     for encoder, count in expected.items():
         model = _task_model(name, task)
-        _method(num_virtual_tokens=n, encoder=encoder, encoder_hidden=h).apply(model)
+        prepare_for_training(model, _method(num_virtual_tokens=n, encoder=encoder, encoder_hidden=h))
         assert model.trainable_parameters()[0] == count + head, encoder
 
 
@@ -71,7 +72,7 @@ def test_classification_pools_over_the_real_tokens_only(pooling):
     _, ids, mask = _batch("tiny-bert")
     before = _logits(model, ids, mask)
     n = 5
-    _method(num_virtual_tokens=n).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=n))
     got = _logits(model, ids, mask)
     assert (got - before).abs().max() > 1e-4, "the prompt did not change the outputs"
 
@@ -94,7 +95,7 @@ def test_causal_loss_and_logits_cover_exactly_the_real_tokens(name):
     model = _task_model(name, "sft")
     _, ids, mask = _batch(name)
     before = _logits(model, ids, mask)
-    _method(num_virtual_tokens=4).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=4))
     labels = ids.masked_fill(mask == 0, -100)
     model.eval()
     with torch.no_grad():
@@ -114,7 +115,7 @@ def test_generate_honours_the_prompt(name):
     tok, ids, _ = _batch(name, texts=("### Instruction:\nsay hi\n\n### Response:\n",))
     model = _task_model(name, "sft")
     kw = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": tok.pad_token_id}
-    _method(num_virtual_tokens=4).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=4))
     with torch.no_grad():
         model.body.prompt.embedding.normal_(0, 1.0)
     model.eval()
@@ -141,12 +142,12 @@ def test_init_from_text_and_from_vocabulary():
     n = len(token_ids) + 2
     model = _task_model("tiny-llama", "sft")
     table = model.body.get_input_embeddings().weight.detach().clone()
-    _method(num_virtual_tokens=n, init="text", init_text=text).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=n, init="text", init_text=text))
     cyclic = [token_ids[i % len(token_ids)] for i in range(n)]
     torch.testing.assert_close(model.body.prompt(), table[cyclic])
 
     model = _task_model("tiny-llama", "sft")
-    _method(num_virtual_tokens=n, init="vocab").apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=n, init="vocab"))
     prompt = model.body.prompt().detach()
     assert all((table == row).all(dim=1).any() for row in prompt), "vocab init rows must be real token embeddings"
 
@@ -201,7 +202,7 @@ def test_minilm_classification_trains():
     enc = tok(texts, padding=True, return_tensors="pt")
     labels = torch.tensor([1, 0, 1, 0, 1, 0, 1, 0])
     model = _task_model("minilm", "classification")
-    _method(num_virtual_tokens=10, encoder="mlp", encoder_hidden=64).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=10, encoder="mlp", encoder_hidden=64))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model.train()
     losses = []
@@ -223,14 +224,14 @@ def test_save_then_load_onto_a_fresh_base_gives_identical_outputs(tmp_path, name
 
     method = _method(num_virtual_tokens=4, **opts)
     model = _task_model(name, task)
-    method.apply(model)
+    prepare_for_training(model, method)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)  # as if trained
     _, ids, mask = _batch(name)
     expected = _logits(model, ids, mask)
-    method.save(model, tmp_path)
+    save_trained(model, method, tmp_path)
 
     files = {p.name for p in tmp_path.iterdir()}
     assert files == {"soft_prompt.safetensors", "soft_prompt_config.json"} | (
@@ -239,7 +240,7 @@ def test_save_then_load_onto_a_fresh_base_gives_identical_outputs(tmp_path, name
     assert list(saved) == ["prompt"] and tuple(saved["prompt"].shape) == (4, 64)
 
     fresh = _task_model(name, task, seed=123)  # another random head: load must replace it
-    method.load(fresh, tmp_path)
+    load_into(fresh, method, tmp_path)
     torch.testing.assert_close(_logits(fresh, ids, mask), expected, rtol=0, atol=1e-5)
 
 
@@ -270,7 +271,7 @@ def test_too_long_for_the_position_table_is_a_user_error():
     from llmtune.errors import UserError
 
     model = _task_model("tiny-gpt2", "sft")
-    _method(num_virtual_tokens=20).apply(model)
+    prepare_for_training(model, _method(num_virtual_tokens=20))
     ids = torch.ones(1, model.body.config.max_position_embeddings - 10, dtype=torch.long)
     with pytest.raises(UserError, match="lower data.max_length"):
         model(ids, torch.ones_like(ids))

@@ -17,6 +17,7 @@ import torch
 
 from llmtune.methods.registry import all_methods
 from tiny_lm import trained_scale
+from llmtune.train.assemble import prepare_for_training, save_trained, load_into
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ROOT / "recipes"
@@ -164,7 +165,7 @@ def test_method_trains_saves_and_reloads(scenario, name, opts, scenarios, tmp_pa
     method = get_method(name)(recipe.method)
     torch.manual_seed(0)
     model = sc.task_model()
-    method.apply(model)
+    prepare_for_training(model, method)
 
     trainable, total = model.trainable_parameters()
     assert trainable > 0
@@ -193,7 +194,7 @@ def test_method_trains_saves_and_reloads(scenario, name, opts, scenarios, tmp_pa
         expected = sc.forward(model)[1]
     out = tmp_path / "final"
     out.mkdir()
-    method.save(model, out)
+    save_trained(model, method, out)
     source = method.body_source(sc.model_name, out)
     if source == sc.model_name:
         # Only what trained is saved when the body comes from the base model.
@@ -203,7 +204,7 @@ def test_method_trains_saves_and_reloads(scenario, name, opts, scenarios, tmp_pa
         body = load_body(sc.model_name, sc.task, source=source)
     torch.manual_seed(123)  # a different random head: load must replace it
     reloaded = sc.task_model(body)
-    method.load(reloaded, out)
+    load_into(reloaded, method, out)
     reloaded.eval()
     with torch.no_grad():
         got = sc.forward(reloaded)[1]

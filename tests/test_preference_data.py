@@ -43,7 +43,7 @@ def test_hh_without_a_shared_turn_is_refused_with_the_row():
 
 def test_bundled_hh_rlhf_sample():
     path = DATA / "hh_rlhf_harmless_64.jsonl"
-    data = load_preference_data(DataSection(task="preference", train=str(path), eval_fraction=0.25), DATA)
+    data = load_preference_data(DataSection(task="preference", train=str(path), eval_fraction=0.25))
     assert (len(data.train), len(data.eval)) == (48, 16) and not data.chat
     first = data.train[0]
     assert first["prompt"].endswith("\n\nAssistant:") and first["prompt"].startswith("\n\nHuman:")
@@ -72,7 +72,7 @@ def test_sharegpt_pairs_with_a_prompt_column_and_text_parts():
 
 def test_bundled_sharegpt_dpo_demo():
     data = load_preference_data(DataSection(task="preference", train=str(DATA / "dpo_en_demo_24.json"),
-                                            eval_fraction=0.0, columns={"prompt": "conversations"}), DATA)
+                                            eval_fraction=0.0, columns={"prompt": "conversations"}))
     assert data.chat and len(data.train) == 24
     assert all(r["chosen"][-1]["role"] == "assistant" and r["prompt"][-1]["role"] == "user" for r in data.train)
 
@@ -117,7 +117,7 @@ def test_kto_rows_from_completions_messages_and_pairs():
 
 def test_bundled_kto_demo_reads_as_unpaired_chat():
     path = DATA / "kto_en_demo_32.json"
-    data = load_preference_data(DataSection(task="unpaired_preference", train=str(path), eval_fraction=0.0), DATA)
+    data = load_preference_data(DataSection(task="unpaired_preference", train=str(path), eval_fraction=0.0))
     assert data.chat and len(data.train) == 32
     assert {r["label"] for r in data.train} == {True, False}
     assert all(r["completion"][-1]["role"] == "assistant" for r in data.train)
@@ -126,7 +126,7 @@ def test_bundled_kto_demo_reads_as_unpaired_chat():
 def test_prompt_rows_keep_scalar_columns_for_reward_functions(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in [{"prompt": "2+2=", "answer": "4"}, {"prompt": "3+3="}]) + "\n")
-    data = load_preference_data(DataSection(task="prompts", train=str(path), eval_fraction=0.0), tmp_path)
+    data = load_preference_data(DataSection(task="prompts", train=str(path), eval_fraction=0.0))
     assert data.train == [{"prompt": "2+2=", "answer": "4"}, {"prompt": "3+3=", "answer": None}]
 
 

@@ -34,9 +34,10 @@ def test_good_recipe_fills_defaults(write_recipe, train_file):
     loaded = load_recipe(write_recipe(GOOD.format(train=train_file.name)))
     r = loaded.recipe
     assert r.method.name == "lora" and r.method.r == 8 and r.method.alpha == 16
-    assert r.data.train.path == "train.tsv"
+    # Paths are resolved once, at load: later stages only see absolute paths.
+    assert r.data.train.path == str(train_file)
     assert r.train.batch_size == 16 and r.train.lr == 1e-3
-    assert loaded.base_dir == train_file.parent
+    assert loaded.path.parent == train_file.parent
 
 
 def test_typo_wrong_type_and_missing_file_reported_together_with_lines(cli, write_recipe):

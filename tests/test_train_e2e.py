@@ -43,12 +43,12 @@ def test_tiny_llama_sft_lora_end_to_end(cli, write_recipe, tmp_path):
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from llmtune.evaluate.runner import load_target, load_trained
+    from llmtune.runs.open import open_run
     from llmtune.models.builtin import build_tiny
 
     plain = PeftModel.from_pretrained(build_tiny("tiny-llama", "sft"), str(final)).eval()
     tok = AutoTokenizer.from_pretrained(str(final))
-    _, ours, _, _ = load_trained(*load_target(run, []))
+    ours = open_run(run).trained_model()
     ids = tok("### Instruction:\nName a fruit.", return_tensors="pt")
     with torch.inference_mode():
         a = plain(**ids).logits

@@ -36,7 +36,7 @@ def embed(
     """Embed texts with a model or a trained run: pooled hidden states, one row per input row."""
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter
-    from llmtune.embed.encoder import POOLINGS
+    from llmtune.models.encoder import POOLINGS
     from llmtune.embed.run import embed_file
 
     for flag, value, allowed in (("--pooling", pooling, POOLINGS), ("--truncation-side", truncation_side,

@@ -22,7 +22,7 @@ def eval_(
     see docs/evaluation.md."""
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter, quiet_third_party
-    from llmtune.evaluate.runner import evaluate_target
+    from llmtune.runs.evaluate import evaluate_target
 
     reporter = Reporter(json_mode=json_out)
     quiet_third_party(reporter.interactive)

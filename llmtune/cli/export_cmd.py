@@ -19,7 +19,7 @@ def export(
     """Export a trained run: merged into a plain transformers model, or adapter-only."""
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter
-    from llmtune.export import export_run
+    from llmtune.runs.export import export_run
 
     result = export_run(run_dir, out, merge=merge, overwrite=overwrite, reporter=Reporter(json_mode=json_out))
     if json_out:

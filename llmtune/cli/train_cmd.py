@@ -22,7 +22,7 @@ def train(
     from llmtune.console import Reporter, quiet_third_party
     from llmtune.recipe import load_recipe
     from llmtune.train.distributed import is_main_process
-    from llmtune.train.run import run_recipe
+    from llmtune.train.session import run_recipe
 
     if resume and overwrite:
         raise typer.BadParameter("--resume and --overwrite contradict each other; pick one")

@@ -9,7 +9,6 @@ from pathlib import Path
 from llmtune.data import cache, encode
 from llmtune.data.readers import Row, data_fingerprint, read_hub, read_rows
 from llmtune.errors import DataError
-from llmtune.recipe.load import resolve_data_path
 
 
 @dataclass
@@ -21,10 +20,11 @@ class Prepared:
     summary: dict = field(default_factory=dict)
 
 
-def read_source(src, base_dir: Path) -> tuple[list[Row], str]:
-    """Rows and a fingerprint of where they came from."""
+def read_source(src) -> tuple[list[Row], str]:
+    """Rows and a fingerprint of where they came from (`src.path` is absolute: the recipe
+    loader resolved it)."""
     if src.path is not None:
-        path = resolve_data_path(src.path, base_dir)
+        path = Path(src.path)
         return read_rows(path, src.limit), data_fingerprint(path) if path.exists() else ""
     return read_hub(src.hub, src.subset, src.split, src.limit), f"hub:{src.hub}/{src.subset}/{src.split}"
 
@@ -41,10 +41,10 @@ def split_rows(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], 
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
-def prepare_data(data_cfg, tok, base_dir: Path) -> Prepared:
-    train_rows, train_fp = read_source(data_cfg.train, base_dir)
+def prepare_data(data_cfg, tok) -> Prepared:
+    train_rows, train_fp = read_source(data_cfg.train)
     if data_cfg.eval is not None:
-        eval_rows, eval_fp = read_source(data_cfg.eval, base_dir)
+        eval_rows, eval_fp = read_source(data_cfg.eval)
     else:
         train_rows, eval_rows = split_rows(train_rows, data_cfg.eval_fraction, data_cfg.split_seed)
         eval_fp = f"heldout:{data_cfg.eval_fraction}:{data_cfg.split_seed}:{train_fp}"

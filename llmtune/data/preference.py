@@ -42,13 +42,13 @@ class PreferenceData:
     summary: dict = field(default_factory=dict)
 
 
-def load_preference_data(data_cfg, base_dir: Path) -> PreferenceData:
+def load_preference_data(data_cfg) -> PreferenceData:
     """Read, split and normalise the recipe's rows for its preference/RL task."""
     from llmtune.data.pipeline import read_source, split_rows
 
-    train_rows, train_fp = read_source(data_cfg.train, base_dir)
+    train_rows, train_fp = read_source(data_cfg.train)
     if data_cfg.eval is not None:
-        eval_rows, eval_fp = read_source(data_cfg.eval, base_dir)
+        eval_rows, eval_fp = read_source(data_cfg.eval)
     else:
         train_rows, eval_rows = split_rows(train_rows, data_cfg.eval_fraction, data_cfg.split_seed)
         eval_fp = f"heldout:{data_cfg.eval_fraction}:{data_cfg.split_seed}"

@@ -52,15 +52,15 @@ def load_for_embedding(source: str, *, trust_remote_code: bool = False) -> Loade
 
 
 def _load_run(run: Path, source: str) -> Loaded:
-    from llmtune.evaluate.runner import load_target, load_trained
+    from llmtune.runs.open import open_run
 
-    loaded, final = load_target(run, [])
-    info = json.loads((final / "llmtune.json").read_text())
-    method, model, tok, _ = load_trained(loaded, final)
-    if model is None:
+    target = open_run(run)
+    info, method = target.info, target.method
+    if method.trains_itself and info.get("task") != "classification":
         raise UserError(f"{run}: this run's method ({info.get('method')}) saves no model that embeds text")
-    body = method.merge(model) if method.can_merge else model.body
-    r = loaded.recipe
+    model, tok = target.trained_model(), target.tokenizer()
+    body = method.merge(model.body) if method.can_merge else model.body
+    r = target.recipe
     pooling = info.get("pooling") or (r.model.pooling if r.data.task == "classification" else None)
     # The run's max_length: what the model saw in training.
     return Loaded(tok, body, source, pooling=pooling, info=info, max_length=r.data.max_length)

@@ -26,7 +26,7 @@ def embed_file(model: str, input_path: Path, out: Path | None = None, *, text_co
                reporter: Reporter | None = None) -> dict:
     """Embed every row of `input_path` with `model` (a model name or a run directory) into
     `out`. Returns a summary (rows, dim, settings, timings)."""
-    from llmtune.embed.encoder import Encoder
+    from llmtune.models.encoder import Encoder
     from llmtune.embed.loading import load_for_embedding
 
     rep = reporter or Reporter(quiet=True)

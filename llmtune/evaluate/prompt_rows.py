@@ -99,19 +99,19 @@ def _chat_row(row, col: str) -> PromptRow | None:
     return PromptRow(key, {}, str(msgs[last].get("content", "")), row.where, chat=before)
 
 
-def load_rows(loaded) -> tuple[list, list, list[str] | None]:
+def load_rows(recipe) -> tuple[list, list, list[str] | None]:
     """(eval rows, demonstration pool rows, labels), split exactly as training splits them."""
     from llmtune.data.pipeline import read_source, split_rows
 
-    d = loaded.recipe.data
-    train, _ = read_source(d.train, loaded.base_dir)
+    d = recipe.data
+    train, _ = read_source(d.train)
     if d.eval is not None:
-        evals, _ = read_source(d.eval, loaded.base_dir)
+        evals, _ = read_source(d.eval)
     else:
         train, evals = split_rows(train, d.eval_fraction, d.split_seed)
     labels = label_names(train, d.columns.label, d.labels) if d.task == "classification" else None
-    demos = loaded.recipe.eval.demos
-    pool = read_source(demos, loaded.base_dir)[0] if demos is not None else train
+    demos = recipe.eval.demos
+    pool = read_source(demos)[0] if demos is not None else train
     return (evals or train), pool, labels
 
 

@@ -29,14 +29,14 @@ def max_positions(body) -> int | None:
     return None
 
 
-def evaluate_prompted(body, tok, loaded, limit: int | None, reporter, device) -> dict:
-    r = loaded.recipe
+def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device) -> dict:
+    r = recipe
     e, d = r.eval, r.data
     if d.task not in HEADLINE:
         raise UserError(f"eval.shots/templates/verbalizers apply to classification and sft data, not "
                         f"data.task {d.task!r}")
     started = time.perf_counter()
-    eval_rows, pool_rows, labels = load_rows(loaded)
+    eval_rows, pool_rows, labels = load_rows(r)
     words = resolve_verbalizers(labels, e.verbalizers) if d.task == "classification" else None
     queries = to_prompt_rows(eval_rows, d, labels, words)[:limit or None]
     if not queries:
@@ -51,13 +51,13 @@ def evaluate_prompted(body, tok, loaded, limit: int | None, reporter, device) ->
     templates = compile_templates(e.templates) if e.templates else [default_template(d)]
     answer_sep = e.answer_separator if e.answer_separator is not None else (
         " " if d.task == "classification" else "")
-    budget = _budget(body, tok, loaded, words, answer_sep)
+    budget = _budget(body, tok, r, words, answer_sep)
     entries = []
     for template in templates:
         style = icl.PromptStyle(template, e.demo_separator, answer_sep, nearest_last=e.selection == "nearest")
         prompts = icl.build_prompts(queries, pool, ranked, style, tok, budget)
         if d.task == "classification":
-            metrics = _score_classification(body, tok, prompts, queries, labels, words, answer_sep, loaded, device)
+            metrics = _score_classification(body, tok, prompts, queries, labels, words, answer_sep, r, device)
         else:
             metrics = _score_generation(body, tok, prompts, queries, e, device)
         entries.append({"index": template.index, "template": template.source, **metrics, **_fit_counts(prompts)})
@@ -101,11 +101,11 @@ def _select(queries, pool, k, e, device, reporter) -> list[list[int]]:
     return icl.select_nearest(query_vecs, pool_vecs, queries, pool, k)
 
 
-def _budget(body, tok, loaded, words, answer_sep: str) -> int:
+def _budget(body, tok, recipe, words, answer_sep: str) -> int:
     """Tokens a prompt may take: eval.max_length (default data.max_length), within the model's
     positions, less what follows the prompt (the longest label word, or the generated tokens)."""
-    e = loaded.recipe.eval
-    base = e.max_length or loaded.recipe.data.max_length
+    e = recipe.eval
+    base = e.max_length or recipe.data.max_length
     limit = max_positions(body)
     if words is not None:
         longest = max(len(x) for x in tok([answer_sep + w for w in words], add_special_tokens=False)["input_ids"])
@@ -119,14 +119,14 @@ def _budget(body, tok, loaded, words, answer_sep: str) -> int:
     return budget
 
 
-def _score_classification(body, tok, prompts, queries, labels, words, answer_sep, loaded, device) -> dict:
+def _score_classification(body, tok, prompts, queries, labels, words, answer_sep, recipe, device) -> dict:
     from llmtune.evaluate.label_scoring import continuations, score_labels
 
     prefix = icl.special_prefix(tok)
     pairs = continuations(tok, prompts, words, answer_sep, prefix)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    scores = score_labels(body, pairs, pad_id=pad, batch_size=loaded.recipe.eval.batch_size,
-                          reduce=loaded.recipe.eval.label_score, device=device)
+    scores = score_labels(body, pairs, pad_id=pad, batch_size=recipe.eval.batch_size,
+                          reduce=recipe.eval.label_score, device=device)
     preds = scores.argmax(dim=1).tolist()
     metrics = classification_metrics(preds, [q.label for q in queries], labels)
     metrics["samples"] = [{"prompt": p.text, "demos": len(p.demos), "reference": labels[q.label],

@@ -1,19 +1,23 @@
-"""What a method is: how it wraps the model, which parameters train, what gets saved.
+"""What a method is: how it wraps the model's body, which of its parameters train, what is saved.
 
-The training loop never looks at a method's name; it calls these hooks.
+A method sees only the body (the transformers model). The run around it builds the body,
+adds and trains the task head (the pooled classifier of a classification run), saves it,
+and owns the run's life (run directory, manifest, metrics, signals, final/). Most methods
+train in the run's own loop; a method that trains in its own way (through trl, or by
+fitting a closed-form model) sets `trains_itself` and implements `fit(job)`.
+
+Nothing here imports torch or anything from llmtune.train: the run calls methods, never
+the other way round.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, Callable, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
-
-if TYPE_CHECKING:
-    from llmtune.models.task_model import TaskModel
-    from llmtune.train.context import RunContext
 
 
 class MethodConfig(BaseModel):
@@ -21,12 +25,71 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
 
+    def resolve_paths(self, base_dir: Path) -> "MethodConfig":
+        """The same options with any path made absolute against the recipe's folder; called
+        once when the recipe loads, so later stages only ever see absolute paths."""
+        return self
+
 
 # Tasks a method can train. Preference/RL methods declare their own.
 SUPERVISED_TASKS = frozenset({"classification", "causal_lm", "sft"})
 
-HEAD_FILE = "head.safetensors"
-TRAINABLE_FILE = "trainable.safetensors"
+
+class Job(Protocol):
+    """What the run hands a method that trains itself (`Method.fit`)."""
+
+    recipe: Any
+    """The resolved recipe (every path absolute)."""
+    reporter: Any
+    checkpoints: Path
+    """The folder for this method's resumable state."""
+    resume: bool
+    """Continue from the newest checkpoint in `checkpoints` (if there is one)."""
+    interactive: bool
+    """Whether a person watches (a terminal): progress bars may be drawn."""
+
+    def begin(self, manifest: dict, resumed_step: int = 0) -> None:
+        """Training is about to start: record what the run is (data, tokenizer, parameters),
+        check a resumed run against its manifest, drop metrics past `resumed_step`."""
+
+    def log(self, record: dict) -> None:
+        """One metrics.jsonl record (`step` first); only the main process writes."""
+
+    def stop_requested(self) -> int | None:
+        """The signal (SIGINT/SIGTERM) asking the run to checkpoint and stop, if any."""
+
+
+@dataclass
+class Outcome:
+    """What a finished (or interrupted) training leaves for the run to record and save."""
+
+    steps: int
+    trainable_parameters: int
+    total_parameters: int
+    tokenizer: Any
+    model: Any = None
+    """The trained TaskModel: the run saves `method.save(model.body)`, the head and the tokenizer."""
+    save: Callable[[Path], None] | None = None
+    """Instead of `model`: writes the trained model's files into final/ (trl trainers)."""
+    eval: dict = field(default_factory=dict)
+    """Metrics of the final evaluation (full form; the manifest keeps the headline)."""
+    info: dict = field(default_factory=dict)
+    """Extra llmtune.json fields (how to load and use final/)."""
+    manifest: dict = field(default_factory=dict)
+    """Extra manifest fields known only at the end."""
+    train_tokens: int | None = None
+    """Real (non-padding) tokens trained on, when the trainer counts them."""
+    train_seconds: float | None = None
+    """Training time, when the trainer knows it better than the run's clock (a resumed run's
+    earlier segments included)."""
+    eval_rows: int | None = None
+    """How many rows the final evaluation scored."""
+    stopped_by: int | None = None
+    """A signal stopped training after a checkpoint: the run is to be resumed."""
+    diverged: str | None = None
+    """Why training stopped on a non-finite loss or gradient (the run fails, exit 1)."""
+    last_checkpoint: Path | None = None
+    """The newest complete checkpoint, named in stop and divergence messages."""
 
 
 class Method:
@@ -35,13 +98,16 @@ class Method:
     summary: ClassVar[str]
     tasks: ClassVar[frozenset[str]] = SUPERVISED_TASKS
     can_merge: ClassVar[bool] = False
+    trains_itself: ClassVar[bool] = False
+    """True for methods that implement `fit` (the run's loop is not used)."""
 
     def __init__(self, config: MethodConfig):
         self.config = config
 
     # -- building -----------------------------------------------------------------------
-    def apply(self, model: "TaskModel") -> None:
-        """Wrap or freeze `model` in place so that exactly the trainable parts require grad."""
+    def apply(self, body, *, causal: bool):
+        """Freeze or wrap `body` so that exactly the method's parameters require grad;
+        return the body to train (the same object, or a wrapper around it)."""
         raise NotImplementedError
 
     def body_source(self, base: str, final_dir: Path) -> str:
@@ -50,33 +116,33 @@ class Method:
         return base
 
     # -- saving and loading -------------------------------------------------------------
-    def save(self, model: "TaskModel", out_dir: Path) -> None:
-        """Write only what was trained, in a form plain transformers/peft can load."""
-        model.save_head(out_dir)
+    def save(self, body, out_dir: Path) -> None:
+        """Write only what the method trained, in a form plain transformers/peft can load."""
 
-    def load(self, model: "TaskModel", from_dir: Path) -> None:
-        """Put what `save` wrote back onto a freshly built base model."""
-        model.load_head(from_dir)
+    def load(self, body, from_dir: Path, *, causal: bool):
+        """Put what `save` wrote back onto a freshly built base body; return the body."""
+        return body
 
-    def merge(self, model: "TaskModel"):
+    def merge(self, body):
         """Return a plain transformers body with the method folded in (only if can_merge)."""
         raise NotImplementedError(f"method {self.name!r} cannot be merged into the base weights")
 
-    # -- evaluation ---------------------------------------------------------------------
-    def evaluate(self, loaded, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
+    # -- training and evaluation for methods that train themselves ----------------------
+    def fit(self, job: Job) -> Outcome:
+        """Train (only for `trains_itself` methods)."""
+        raise NotImplementedError(f"method {self.name!r} trains in the run's loop")
+
+    def evaluate(self, recipe, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
         """Score a trained run (final_dir) or the base model (None) for `llmtune eval`.
 
         Return None to use the supervised evaluation (classification / causal LM); methods
-        whose output is not a TaskModel (reward models, preference-tuned policies, a
-        linear probe) override this."""
+        whose output is not a TaskModel (reward models, preference-tuned policies) override this."""
         return None
 
-    # -- training -----------------------------------------------------------------------
-    def fit(self, ctx: "RunContext") -> dict[str, Any]:
-        """Train. The default is llmtune's Accelerate loop; trl-backed methods override."""
-        from llmtune.train.loop import train_loop
 
-        return train_loop(ctx, self)
+def freeze(module) -> None:
+    for p in module.parameters():
+        p.requires_grad_(False)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -1,23 +1,30 @@
-"""The one list of methods. A method module registers itself; nothing else names it.
+"""The one list of methods, filled by discovery: every public module of a family package
+under llmtune/methods/ is imported and registers its method with @register_method.
+Adding a method is one file in its family's folder (and its test); nothing else names it.
 
-Method modules import only pydantic at module level (torch, peft and trl inside their
-functions), so the registry, the schema and `llmtune validate` stay fast.
+Modules whose name starts with `_` are a family's internals (its torch half, the trl
+glue) and are imported lazily by the methods that use them. Public method modules import
+only pydantic at module level, so discovery, the schema and `llmtune validate` stay fast
+and never import torch (tests/test_layering.py checks).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from llmtune.methods.base import Method
+    from llmtune.methods.base import Method, MethodConfig
 
 _METHODS: dict[str, type["Method"]] = {}
+_discovered = False
 
 
 def register_method(cls: type["Method"]) -> type["Method"]:
     """Class decorator: make `cls` selectable as `method.name: <cls.name>` in recipes."""
     name = cls.name
-    if name in _METHODS:
+    if name in _METHODS and _METHODS[name] is not cls:
         raise ValueError(f"method {name!r} is already registered by {_METHODS[name].__module__}")
     config_name = cls.Config.model_fields["name"].annotation
     if getattr(config_name, "__args__", None) != (name,):
@@ -27,15 +34,31 @@ def register_method(cls: type["Method"]) -> type["Method"]:
 
 
 def all_methods() -> dict[str, type["Method"]]:
-    _load_builtin_methods()
+    _discover()
     return dict(_METHODS)
 
 
 def get_method(name: str) -> type["Method"]:
-    _load_builtin_methods()
+    _discover()
     return _METHODS[name]
 
 
-def _load_builtin_methods() -> None:
-    # Importing the package runs each module's @register_method.
-    import llmtune.methods  # noqa: F401
+def method_for(config: "MethodConfig") -> "Method":
+    """The method a recipe's `method` section selects, built with those options."""
+    return get_method(config.name)(config)
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    import llmtune.methods as root
+
+    for family in pkgutil.iter_modules(root.__path__, root.__name__ + "."):
+        if not family.ispkg:
+            continue
+        package = importlib.import_module(family.name)
+        for module in pkgutil.iter_modules(package.__path__, family.name + "."):
+            if not module.name.rsplit(".", 1)[1].startswith("_"):
+                importlib.import_module(module.name)
+    _discovered = True

@@ -19,13 +19,10 @@ from llmtune.recipe.yaml_lines import line_for, load_yaml_with_lines
 @dataclass
 class LoadedRecipe:
     recipe: Recipe
+    """The validated recipe, every path in it absolute (resolved against the recipe's folder)."""
     path: Path | None
-    """The recipe file; relative data paths resolve against its folder."""
+    """The recipe file (None for a recipe built in code)."""
     raw: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def base_dir(self) -> Path:
-        return self.path.parent if self.path else Path.cwd()
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
@@ -86,6 +83,7 @@ def recipe_from_dict(
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", problems)
+    recipe = resolve_paths(recipe, (base_dir or Path.cwd()).absolute())
     return LoadedRecipe(recipe=recipe, path=Path(source) if source != "<recipe>" else None, raw=raw)
 
 
@@ -242,6 +240,21 @@ def _missing_files(raw: dict, base_dir: Path, where) -> list[str]:
 def resolve_data_path(path: str, base_dir: Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else (base_dir / p)
+
+
+def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
+    """The recipe with every path it names made absolute, once: data files against the
+    recipe's folder, and whatever paths the method's options hold (its `resolve_paths`).
+    Later stages never see a relative path, nor need to know where the recipe was."""
+    sections = {}
+    for section, key in DATA_SOURCES:
+        parent = sections.get(section, getattr(recipe, section))
+        src = getattr(parent, key)
+        if src is not None and src.path is not None:
+            absolute = str(resolve_data_path(src.path, base_dir))
+            sections[section] = parent.model_copy(update={key: src.model_copy(update={"path": absolute})})
+    sections["method"] = recipe.method.resolve_paths(base_dir)
+    return recipe.model_copy(update=sections)
 
 
 def _cross_checks(recipe: Recipe, where) -> list[str]:

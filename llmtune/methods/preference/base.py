@@ -1,33 +1,22 @@
-"""What every trl-backed method shares: fit() runs a trl trainer as an llmtune run, and
-evaluate() scores a run's final/ (or the base model) with the same trainer's evaluation.
+"""What every trl-backed method shares: it trains itself (`fit` runs a trl trainer inside the
+run's life) and `evaluate` scores a run's final/ (or the base model) with the same trainer's
+evaluation.
 
 A method says which trl config and trainer it uses, what model it trains (a policy or a
 reward model) and whether it needs a frozen reference; nothing here names a method."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from llmtune.methods.base import Method
-
-
-@dataclass
-class Setup:
-    """What a method needs to build its trainer, in training or in evaluation."""
-
-    recipe: Any
-    base_dir: Path
-    """The recipe's folder (relative paths in method options resolve against it)."""
-    workdir: Path
-    """A scratch folder that lives as long as the trainer."""
-    reporter: Any
-    training: bool
+from llmtune.methods.preference.setup import Setup
 
 
 class TrlMethod(Method):
     tasks: ClassVar[frozenset[str]] = frozenset({"preference"})
+    trains_itself = True
     model_kind: ClassVar[str] = "policy"
     """`policy` (a causal LM) or `reward` (a sequence classifier with one score)."""
     uses_reference: ClassVar[bool] = True
@@ -53,12 +42,12 @@ class TrlMethod(Method):
         return {}
 
     def load_model(self, recipe, tok):
-        from llmtune.methods.preference.models import load_policy
+        from llmtune.methods.preference._models import load_policy
 
         return load_policy(recipe)
 
     def load_trained(self, recipe, tok, final: Path):
-        from llmtune.methods.preference.models import load_trained_policy
+        from llmtune.methods.preference._models import load_trained_policy
 
         return load_trained_policy(recipe, final)
 
@@ -74,7 +63,7 @@ class TrlMethod(Method):
         """A frozen copy of the starting model, passed to trl explicitly: trl would otherwise
         reload it by name, which fails for models built from a config. With LoRA the frozen
         base is the reference (trl disables the adapter), so no copy is made."""
-        from llmtune.methods.preference.models import frozen_copy, load_policy
+        from llmtune.methods.preference._models import frozen_copy, load_policy
 
         if not self.uses_reference:
             return None
@@ -83,19 +72,19 @@ class TrlMethod(Method):
         return frozen_copy(load_policy(setup.recipe))
 
     # -- Method hooks ---------------------------------------------------------------------
-    def fit(self, ctx) -> dict[str, Any]:
-        from llmtune.methods.preference.runner import fit_trl
+    def fit(self, job):
+        from llmtune.methods.preference._runner import fit_trl
 
-        return fit_trl(ctx, self)
+        return fit_trl(job, self)
 
-    def evaluate(self, loaded, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
-        from llmtune.methods.preference.runner import evaluate_trl
+    def evaluate(self, recipe, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
+        from llmtune.methods.preference._runner import evaluate_trl
 
-        return evaluate_trl(self, loaded, final_dir, limit, reporter)
+        return evaluate_trl(self, recipe, final_dir, limit, reporter)
 
     def body_source(self, base: str, final_dir: Path) -> str:
         """Without LoRA, final/ holds the whole trained model."""
         return str(final_dir) if (Path(final_dir) / "config.json").exists() else base
 
-    def apply(self, model) -> None:
+    def apply(self, body, *, causal: bool):
         raise NotImplementedError(f"method {self.name!r} trains through trl (fit), not the supervised loop")

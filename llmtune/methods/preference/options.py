@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from llmtune.methods.lora import LoraConfig
+from llmtune.methods.peft_backed.lora import LoraConfig
 
 
 class PeftSection(LoraConfig):
@@ -21,7 +21,7 @@ def peft_config(section: PeftSection | None, *, sequence_classifier: bool = Fals
     """The peft config for `section` (None: full training), built by the lora method itself."""
     if section is None:
         return None
-    from llmtune.methods.lora import Lora
+    from llmtune.methods.peft_backed.lora import Lora
 
     cfg = Lora(section).peft_config(causal=not sequence_classifier)
     if sequence_classifier:

@@ -31,14 +31,14 @@ class Reward(TrlMethod):
     uses_reference = False
 
     def load_model(self, recipe, tok):
-        from llmtune.methods.preference.models import load_reward_base
+        from llmtune.methods.preference._models import load_reward_base
 
-        return load_reward_base(recipe, tok)
+        return load_reward_base(recipe.model, tok)
 
     def load_trained(self, recipe, tok, final):
-        from llmtune.methods.preference.models import load_trained_reward
+        from llmtune.methods.preference._models import load_trained_reward
 
-        return load_trained_reward(recipe, tok, final)
+        return load_trained_reward(recipe.model, tok, final)
 
     def trl_config(self, recipe):
         from trl import RewardConfig as TrlRewardConfig

@@ -13,7 +13,8 @@ from pydantic import Field, model_validator
 
 from llmtune.errors import UserError
 from llmtune.methods.base import MethodConfig
-from llmtune.methods.preference.base import Setup, TrlMethod
+from llmtune.methods.preference.base import TrlMethod
+from llmtune.methods.preference.setup import Setup
 from llmtune.methods.preference.options import PeftSection
 from llmtune.methods.registry import register_method
 
@@ -67,6 +68,24 @@ class RlConfig(MethodConfig):
             raise ValueError("reward_kwargs are passed to reward_function; there is none")
         return self
 
+    def resolve_paths(self, base_dir: Path) -> "RlConfig":
+        """A relative reward run: the recipe's folder, else the current directory. A reward
+        file, or a module that sits beside the recipe: that file, by its absolute path."""
+        update = {}
+        if self.reward_model is not None and not Path(self.reward_model).expanduser().is_absolute():
+            given = Path(self.reward_model).expanduser()
+            found = [p for p in (base_dir / given, Path.cwd() / given) if (p / "final").is_dir()]
+            update["reward_model"] = str((found[0] if found else base_dir / given).absolute())
+        if self.reward_function is not None:
+            module, _, func = self.reward_function.rpartition(":")
+            beside = base_dir / (module.replace(".", "/") + ".py")
+            if module.endswith(".py"):
+                path = Path(module).expanduser()
+                update["reward_function"] = f"{path if path.is_absolute() else base_dir / path}:{func}"
+            elif beside.is_file():
+                update["reward_function"] = f"{beside}:{func}"
+        return self.model_copy(update=update)
+
 
 @register_method
 class Rl(TrlMethod):
@@ -100,33 +119,33 @@ class Rl(TrlMethod):
             "num_iterations": c.num_iterations, "log_completions": False}
 
     def prepare_rows(self, rows: list[dict], tok, recipe) -> list[dict]:
-        from llmtune.methods.preference.rl_rewards import fit_prompts
+        from llmtune.methods.preference._rl_rewards import fit_prompts
 
         return fit_prompts(rows, tok, recipe.data.max_length - self.config.max_completion_length)
 
     def manifest_extra(self, setup: Setup) -> dict:
-        from llmtune.methods.preference.rl_rewards import resolve_reward
+        from llmtune.methods.preference._rl_rewards import resolve_reward
 
-        return {"reward": resolve_reward(self.config, setup.base_dir), "algorithm": self.config.algorithm}
+        return {"reward": resolve_reward(self.config), "algorithm": self.config.algorithm}
 
     def build_trainer(self, setup, model, tok, train, eval, args, callbacks, ref_model):
         from trl import GRPOTrainer, RLOOTrainer
 
-        from llmtune.methods.preference.models import make_name_loadable
-        from llmtune.methods.preference.rl_rewards import build_reward
+        from llmtune.methods.preference._models import make_name_loadable
+        from llmtune.methods.preference._rl_rewards import build_reward
 
         c = self.config
         if c.beta > 0 and c.peft is None:
             make_name_loadable(model, setup.workdir / "reference")
         trainer_cls = GRPOTrainer if c.algorithm == "grpo" else RLOOTrainer
-        return trainer_cls(model=model, reward_funcs=[build_reward(c, setup.base_dir, setup.recipe)], args=args,
+        return trainer_cls(model=model, reward_funcs=[build_reward(c, setup.recipe)], args=args,
                            train_dataset=train, eval_dataset=eval, processing_class=tok, callbacks=callbacks,
                            peft_config=self.peft(setup))
 
     def reference(self, setup: Setup, model):
         return None  # GRPO/RLOO build their own (see build_trainer)
 
-    def evaluate(self, loaded, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
-        from llmtune.methods.preference.rl_eval import evaluate_policy
+    def evaluate(self, recipe, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
+        from llmtune.methods.preference._rl_eval import evaluate_policy
 
-        return evaluate_policy(self, loaded, final_dir, limit, reporter)
+        return evaluate_policy(self, recipe, final_dir, limit, reporter)

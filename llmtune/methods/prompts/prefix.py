@@ -1,7 +1,7 @@
 """Prefix tuning: learned key/value prefixes in front of every transformer block's attention.
 
 Our own implementation (peft's breaks with transformers 5: generate() ignores the prefix and
-BERT refuses it). The prefix is added inside the attention function (prefix_attention.py),
+BERT refuses it). The prefix is added inside the attention function (_prefix_attention.py),
 so it works the same for encoders and decoders and survives generate()'s KV cache.
 
 Saved format (final/): `prefix.safetensors` with one tensor `prefix` laid out
@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from llmtune.errors import UserError
-from llmtune.methods.base import Method, MethodConfig, write_json
+from llmtune.methods.base import Method, MethodConfig, freeze, write_json
 from llmtune.methods.registry import register_method
 
 PREFIX_FILE = "prefix.safetensors"
@@ -44,26 +44,23 @@ class Prefix(Method):
     Config = PrefixConfig
     summary = "learned key/value prefixes at every attention layer (optional MLP reparameterisation)"
 
-    def apply(self, model) -> None:
-        from llmtune.methods.prefix_attention import PrefixEncoder, attention_shape
+    def apply(self, body, *, causal: bool):
+        from llmtune.methods.prompts._prefix_attention import PrefixEncoder, attention_shape
 
         c = self.config
-        for p in model.body.parameters():
-            p.requires_grad_(False)
-        layers, kv_heads, head_dim = attention_shape(model.body.config)
+        freeze(body)
+        layers, kv_heads, head_dim = attention_shape(body.config)
         encoder = PrefixEncoder(layers, kv_heads, head_dim, c.num_virtual_tokens,
                                 mlp_hidden=c.hidden if c.reparameterize else None,
-                                embed_dim=model.body.config.hidden_size)
-        _install(model, encoder)
-        if model.head is not None:
-            for p in model.head.parameters():
-                p.requires_grad_(True)
+                                embed_dim=body.config.hidden_size)
+        _install(body, encoder)
+        return body
 
-    def save(self, model, out_dir: Path) -> None:
+    def save(self, body, out_dir: Path) -> None:
         import torch
         from safetensors.torch import save_file
 
-        encoder = model.body.llmtune_prefix
+        encoder = body.llmtune_prefix
         with torch.no_grad():
             prefix = encoder().detach().float().cpu().contiguous()
         save_file({"prefix": prefix}, str(Path(out_dir) / PREFIX_FILE))
@@ -73,33 +70,32 @@ class Prefix(Method):
             "num_layers": layers, "num_key_value_heads": kv_heads, "num_virtual_tokens": tokens,
             "head_dim": head_dim, "trained_with_reparameterization": self.config.reparameterize,
         })
-        model.save_head(out_dir)
 
-    def load(self, model, from_dir: Path) -> None:
+    def load(self, body, from_dir: Path, *, causal: bool):
         from safetensors.torch import load_file
 
-        from llmtune.methods.prefix_attention import PrefixEncoder, attention_shape
+        from llmtune.methods.prompts._prefix_attention import PrefixEncoder, attention_shape
 
         from_dir = Path(from_dir)
         info = json.loads((from_dir / PREFIX_CONFIG).read_text())
         if info.get("format") != FORMAT:
             raise UserError(f"{from_dir / PREFIX_CONFIG}: not an llmtune prefix (format {info.get('format')!r})")
         prefix = load_file(str(from_dir / PREFIX_FILE))["prefix"]
-        expected = attention_shape(model.body.config)
+        expected = attention_shape(body.config)
         found = (info["num_layers"], info["num_key_value_heads"], info["head_dim"])
         if found != expected:
             raise UserError(f"{from_dir}: the prefix was trained for a model with (layers, kv heads, head dim) "
                             f"{found}, this base model has {expected}; load it onto the model it was trained on")
         encoder = PrefixEncoder.from_tensor(prefix)
         encoder.requires_grad_(False)
-        _install(model, encoder)
-        model.load_head(from_dir)
+        _install(body, encoder)
+        return body
 
 
-def _install(model, encoder) -> None:
-    from llmtune.methods.prefix_attention import install_prefix
+def _install(body, encoder) -> None:
+    from llmtune.methods.prompts._prefix_attention import install_prefix
 
-    if install_prefix(model.body, encoder) == 0:
-        raise UserError(f"method prefix: {type(model.body).__name__} does not route attention through "
+    if install_prefix(body, encoder) == 0:
+        raise UserError(f"method prefix: {type(body).__name__} does not route attention through "
                         f"transformers' AttentionInterface, so a prefix cannot be added to it; "
                         f"use lora or adapter for this model")

@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmtune.methods.base import Method, MethodConfig
+from llmtune.methods.base import Method, MethodConfig, Outcome, freeze
 from llmtune.methods.registry import register_method
 
 
@@ -43,38 +43,40 @@ class LinearProbe(Method):
     summary = "frozen encoder, logistic regression on its pooled features (embedded once, cached)"
     tasks = frozenset({"classification"})
     can_merge = True  # nothing to fold in: the body is the untouched base encoder
+    trains_itself = True
 
-    def merge(self, model):
-        return model.body
+    def merge(self, body):
+        return body
 
-    def apply(self, model) -> None:
-        for p in model.body.parameters():
-            p.requires_grad_(False)
-        for p in model.head.parameters():
-            p.requires_grad_(True)
+    def apply(self, body, *, causal: bool):
+        freeze(body)
+        return body
 
-    # save/load: the base class writes and reads only the head, which is all that trained.
+    # save/load: nothing of the body trained; the run saves and loads the head.
 
-    def fit(self, ctx) -> dict:
+    def fit(self, job) -> Outcome:
         import torch
 
+        from llmtune.data.cache import tokenizer_fingerprint
         from llmtune.data.pipeline import prepare_data
-        from llmtune.evaluate.supervised import headline
         from llmtune.models.build import build_task_model
         from llmtune.models.load import load_tokenizer
 
-        r, rep, run = ctx.recipe, ctx.reporter, ctx.run
-        start = time.perf_counter()
+        r, rep = job.recipe, job.reporter
         tok = load_tokenizer(r.model.name, r.model.trust_remote_code, r.model.revision)
-        data = prepare_data(r.data, tok, ctx.base_dir)
+        data = prepare_data(r.data, tok)
         rep.log(f"data: {len(data.train)} train / {len(data.eval)} eval examples")
         torch.manual_seed(r.train.seed)
         model = build_task_model(r, data.labels)
-        self.apply(model)
+        model.body = self.apply(model.body, causal=False)
         model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        trainable, total = model.head.weight.numel() + model.head.bias.numel(), _count(model)
+        job.begin({"data_fingerprint": data.fingerprint, "data_summary": data.summary,
+                   "tokenizer_hash": tokenizer_fingerprint(tok), "trainable_parameters": trainable,
+                   "total_parameters": total})
 
         t0 = time.perf_counter()
-        feats, hits = self._features(ctx, model, tok, data)
+        feats, hits = self._features(r, model, tok, data)
         embed_seconds = time.perf_counter() - t0
         origin = ", ".join(f"{split} {'from the cache' if hit else 'embedded'}" for split, hit in hits.items())
         rep.log(f"features: {feats['train'].shape[0]} train rows x {feats['train'].shape[1]} ({origin}; "
@@ -90,35 +92,28 @@ class LinearProbe(Method):
             model.head.bias.copy_(bias.to(model.head.bias))
         steps = fit_info["iterations"]
         train_acc = _accuracy(weight, bias, torch.from_numpy(feats["train"]), y)
-        run.log_metrics({"step": steps, "loss": fit_info["loss"], "train_accuracy": train_acc})
+        job.log({"step": steps, "loss": fit_info["loss"], "train_accuracy": train_acc})
         rep.log(f"logistic regression: {steps} L-BFGS iterations, loss {fit_info['loss']:.4f}, "
                 f"train accuracy {train_acc:.4f} ({fit_seconds:.2f} s)")
-        final_eval = {}
-        if data.eval:
-            final_eval = _score(weight, bias, feats["eval"], data.eval, data.labels)
-            run.log_metrics({"step": steps, **{f"eval_{k}": v for k, v in headline(final_eval).items()}})
+        final_eval = _score(weight, bias, feats["eval"], data.eval, data.labels) if data.eval else {}
+        if final_eval:
+            job.log({"step": steps, **{f"eval_{k}": v for k, v in final_eval.items() if isinstance(v, (int, float))}})
             rep.log(f"eval: accuracy {final_eval['accuracy']:.4f}, macro-F1 {final_eval['macro_f1']:.4f}")
+        m = r.model
+        return Outcome(
+            steps=steps, trainable_parameters=trainable, total_parameters=total, tokenizer=tok, model=model,
+            eval=final_eval, eval_rows=len(data.eval), train_tokens=sum(len(e["input_ids"]) for e in data.train),
+            info={"labels": data.labels, "encoder": {"name": m.name, "revision": m.revision, "dtype": m.dtype,
+                              "note": "not copied: final/ holds only the head; the encoder loads from name"}},
+            manifest={"train_accuracy": train_acc,
+                      "features": {"cached": hits, "embed_seconds": embed_seconds, "fit_seconds": fit_seconds,
+                                   "converged": fit_info["converged"]}})
 
-        self._save_final(run, model, tok, r, data.labels)
-        trainable, total = model.trainable_parameters()
-        train_seconds = time.perf_counter() - start
-        self._write_manifest(ctx, data, tok, {
-            "trainable_parameters": trainable, "total_parameters": total,
-            "trainable_percent": 100 * trainable / total, "steps": steps, "train_seconds": train_seconds,
-            "features": {"cached": hits, "embed_seconds": embed_seconds, "fit_seconds": fit_seconds,
-                         "converged": fit_info["converged"]},
-            "final_eval": headline(final_eval),
-        })
-        return {"steps": steps, "train_seconds": train_seconds, "trainable_parameters": trainable,
-                "total_parameters": total, "train_accuracy": train_acc, "eval": final_eval,
-                "run_dir": str(run.path)}
-
-    def _features(self, ctx, model, tok, data):
+    def _features(self, r, model, tok, data):
         """Pooled features of the train and eval examples, from the cache when it has them."""
-        from llmtune.embed.encoder import Encoder
-        from llmtune.embed.feature_cache import cached_features, features_key, model_fingerprint, token_ids_digest
+        from llmtune.models.encoder import Encoder
+        from llmtune.models.feature_cache import cached_features, features_key, model_fingerprint, token_ids_digest
 
-        r = ctx.recipe
         # precision=None: embed with the body exactly as `llmtune eval` will run it.
         encoder = Encoder(tok, model.body, pooling=r.model.pooling, max_length=r.data.max_length,
                           truncation_side=r.data.truncation_side, batch_size=r.eval.batch_size, precision=None)
@@ -130,33 +125,9 @@ class LinearProbe(Method):
             out[split], hits[split] = cached_features(key, len(ids), lambda ids=ids: encoder.embed_ids(ids).numpy())
         return out, hits
 
-    def _save_final(self, run, model, tok, recipe, labels) -> None:
-        from llmtune.models.task_model import write_info
-        from llmtune.train.run_dir import write_final
 
-        m = recipe.model
-
-        def fill(folder):
-            self.save(model, folder)
-            tok.save_pretrained(folder)
-            write_info(folder, {"task": recipe.data.task, "method": self.name, "base_model": m.name,
-                                "encoder": {"name": m.name, "revision": m.revision, "dtype": m.dtype,
-                                            "note": "not copied: final/ holds only the head; the encoder "
-                                                    "loads from name"},
-                                "pooling": m.pooling, "max_length": recipe.data.max_length, "labels": labels})
-
-        write_final(run, fill)
-
-    def _write_manifest(self, ctx, data, tok, extra: dict) -> None:
-        from llmtune.data.cache import tokenizer_fingerprint
-        from llmtune.train.run_dir import build_manifest, write_manifest
-
-        r = ctx.recipe
-        write_manifest(ctx.run, build_manifest(ctx.loaded.path, r.train.seed, {
-            "method": self.name, "task": r.data.task, "model": r.model.name,
-            "data_fingerprint": data.fingerprint, "data_summary": data.summary,
-            "tokenizer_hash": tokenizer_fingerprint(tok), **ctx.manifest_extra, **extra,
-        }))
+def _count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def fit_logistic_regression(features, labels, num_classes: int, l2: float, max_iter: int):

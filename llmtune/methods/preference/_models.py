@@ -6,6 +6,7 @@ Imported only inside fit/evaluate (it imports torch and transformers)."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,14 +23,30 @@ def load_policy(recipe, source: str | Path | None = None):
                      dtype=m.dtype, source=source)
 
 
-def load_reward_base(recipe, tok):
-    """A sequence classifier with a single output (the reward), new head on the recipe's body."""
+@dataclass(frozen=True)
+class ModelRef:
+    """Which base model a run started from: the fields of a recipe's `model` section that
+    loading needs, as a finished run's final/llmtune.json records them."""
+
+    name: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+    dtype: str = "auto"
+
+    @classmethod
+    def from_info(cls, info: dict) -> "ModelRef":
+        model = info.get("model") or {"name": info["base_model"]}
+        return cls(**{k: v for k, v in model.items() if k in cls.__dataclass_fields__})
+
+
+def load_reward_base(m, tok):
+    """A sequence classifier with a single output (the reward), a new head on the body of
+    `m` (a recipe's model section, or a ModelRef)."""
     from transformers import AutoModelForSequenceClassification
 
     if tok.eos_token is None:
         # trl's reward trainer ends every text with EOS; encoders (BERT) end theirs with SEP.
         tok.eos_token = tok.sep_token or tok.pad_token
-    m = recipe.model
     if m.name in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
         config = builtin.tiny_config(m.name, vocab_size=len(tok))
         config.num_labels = 1
@@ -89,13 +106,13 @@ def load_trained_policy(recipe, final: Path):
     return load_policy(recipe, source=final)
 
 
-def load_trained_reward(recipe, tok, final: Path):
-    """A reward run's final/: a full sequence classifier, or the base with its adapter."""
+def load_trained_reward(m, tok, final: Path):
+    """A reward run's final/: a full sequence classifier, or the base (`m`) with its adapter."""
     final = Path(final)
     if is_adapter(final):
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(load_reward_base(recipe, tok), str(final))
+        return PeftModel.from_pretrained(load_reward_base(m, tok), str(final))
     from transformers import AutoModelForSequenceClassification
 
     try:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from llmtune.methods.preference.rl_rewards import build_reward, recorded_reward
-from llmtune.methods.preference.runner import evaluation_rows
-from llmtune.methods.preference.session import quiet_libraries
+from llmtune.methods.preference._rl_rewards import build_reward, recorded_reward
+from llmtune.methods.preference._runner import evaluation_rows
+from llmtune.methods.preference._trainer import quiet_libraries
 from llmtune.models.load import load_tokenizer
 
 
@@ -35,16 +35,16 @@ def sample(policy, tok, prompts: list, config, batch_size: int, seed: int) -> li
     return out
 
 
-def evaluate_policy(method, loaded, final: Path | None, limit: int | None, reporter) -> dict:
-    r, c = loaded.recipe, method.config
+def evaluate_policy(method, recipe, final: Path | None, limit: int | None, reporter) -> dict:
+    r, c = recipe, method.config
     with quiet_libraries(False):
         tok = load_tokenizer(str(final)) if final else load_tokenizer(r.model.name, r.model.trust_remote_code,
                                                                        r.model.revision)
-        rows, split = evaluation_rows(loaded, limit)
+        rows, split = evaluation_rows(r, limit)
         rows = method.prepare_rows(rows, tok, r)
         policy = method.load_trained(r, tok, final) if final else method.load_model(r, tok)
         policy.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
-        reward = build_reward(c, loaded.base_dir, r, recorded_reward(final))
+        reward = build_reward(c, r, recorded_reward(final))
         prompts = [row["prompt"] for row in rows]
         with torch.inference_mode():
             completions = sample(policy, tok, prompts, c, max(1, r.eval.batch_size // c.num_generations),

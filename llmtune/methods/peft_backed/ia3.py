@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from llmtune.methods.base import MethodConfig
-from llmtune.methods.peft_backed import PeftMethod
+from llmtune.methods.peft_backed.base import PeftMethod
 from llmtune.methods.registry import register_method
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -17,27 +16,21 @@ from llmtune.errors import UserError
 
 
 # -- where ------------------------------------------------------------------------------------
-def find_reward_run(spec: str, base_dir: Path) -> Path:
-    """A reward run directory: relative to the recipe's folder, else to the current directory."""
-    given = Path(spec).expanduser()
-    tried = [given] if given.is_absolute() else [base_dir / given, Path.cwd() / given]
-    for path in tried:
-        if (path / "final").is_dir():
-            return path.resolve()
-    raise UserError(f"method.reward_model {spec!r}: no finished run there (looked for final/ in "
-                    f"{', '.join(str(p) for p in tried)}); train one with a `method: reward` recipe first")
+def find_reward_run(spec: str) -> Path:
+    """The reward run directory (an absolute path: the recipe loader resolved it)."""
+    path = Path(spec)
+    if (path / "final").is_dir():
+        return path
+    raise UserError(f"method.reward_model {spec!r}: no finished run there (no final/ in it); train one with a "
+                    f"`method: reward` recipe first")
 
 
-def resolve_reward(config, base_dir: Path) -> dict:
+def resolve_reward(config) -> dict:
     """The reward as manifest.json records it (absolute paths, so `llmtune eval RUN_DIR`
     finds it again from anywhere)."""
     if config.reward_model is not None:
-        return {"model": str(find_reward_run(config.reward_model, base_dir))}
-    module, _, func = config.reward_function.rpartition(":")
-    if module.endswith(".py"):
-        path = Path(module).expanduser()
-        module = str((path if path.is_absolute() else base_dir / path).resolve())
-    return {"function": f"{module}:{func}", "kwargs": dict(config.reward_kwargs), "base_dir": str(base_dir)}
+        return {"model": str(find_reward_run(config.reward_model))}
+    return {"function": config.reward_function, "kwargs": dict(config.reward_kwargs)}
 
 
 def recorded_reward(final: Path | None) -> dict | None:
@@ -51,24 +44,19 @@ def recorded_reward(final: Path | None) -> dict | None:
 
 
 # -- reward function --------------------------------------------------------------------------
-def import_function(spec: str, base_dir: Path):
+def import_function(spec: str):
     module_name, _, func_name = spec.rpartition(":")
     where = f"method.reward_function {spec!r}"
     try:
         if module_name.endswith(".py"):
-            path = Path(module_name).expanduser()
-            path = path if path.is_absolute() else base_dir / path
+            path = Path(module_name)
             if not path.is_file():
                 raise UserError(f"{where}: no such file {path}")
             loader_spec = importlib.util.spec_from_file_location(f"llmtune_reward_{path.stem}", path)
             module = importlib.util.module_from_spec(loader_spec)
             loader_spec.loader.exec_module(module)
         else:
-            sys.path.insert(0, str(base_dir))  # a rewards module beside the recipe
-            try:
-                module = importlib.import_module(module_name)
-            finally:
-                sys.path.remove(str(base_dir))
+            module = importlib.import_module(module_name)
     except UserError:
         raise
     except Exception as exc:  # the user's module may fail in any way while importing
@@ -136,28 +124,28 @@ class RewardModelScorer:
 
 
 def load_reward_run(run: Path):
-    """(model, tokenizer, recipe) of a finished `method: reward` run."""
-    from llmtune.methods.preference.models import load_trained_reward
+    """(model, tokenizer, max_length) of a finished `method: reward` run, from what its
+    final/llmtune.json records (the base model it was trained on, and its max_length)."""
+    from llmtune.methods.preference._models import ModelRef, load_trained_reward
     from llmtune.models.load import load_tokenizer
-    from llmtune.recipe.load import load_recipe
 
     info_file = run / "final" / "llmtune.json"
     info = json.loads(info_file.read_text()) if info_file.exists() else {}
     if info.get("model_kind") != "reward":
         raise UserError(f"method.reward_model {run}: this run trained method {info.get('method')!r}, not a reward "
                         f"model; point it at a `method: reward` run")
-    recipe = load_recipe(run / "recipe.yaml").recipe
     tok = load_tokenizer(str(run / "final"))
-    return load_trained_reward(recipe, tok, run / "final"), tok, recipe
+    base = ModelRef.from_info(info)
+    return load_trained_reward(base, tok, run / "final"), tok, info["max_length"]
 
 
-def build_reward(config, base_dir: Path, recipe, recorded: dict | None = None):
+def build_reward(config, recipe, recorded: dict | None = None):
     """The reward callable for `config` (or as a finished run `recorded` it)."""
-    where = recorded or resolve_reward(config, base_dir)
+    where = recorded or resolve_reward(config)
     if "model" in where:
-        model, tok, reward_recipe = load_reward_run(Path(where["model"]))
-        return RewardModelScorer(model, tok, reward_recipe.data.max_length, recipe.eval.batch_size)
-    fn = import_function(where["function"], Path(where.get("base_dir", base_dir)))
+        model, tok, max_length = load_reward_run(Path(where["model"]))
+        return RewardModelScorer(model, tok, max_length, recipe.eval.batch_size)
+    fn = import_function(where["function"])
     return function_reward(fn, where.get("kwargs", {}), where["function"])
 
 

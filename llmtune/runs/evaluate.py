@@ -7,66 +7,25 @@ import os
 from pathlib import Path
 
 from llmtune.errors import UserError
-from llmtune.recipe.load import LoadedRecipe, load_recipe
-
-
-def load_target(target: Path, overrides: list[str]) -> tuple[LoadedRecipe, Path | None]:
-    """A run directory (trained weights in final/) or a recipe file (the untrained base)."""
-    target = Path(target)
-    if target.is_dir():
-        recipe_file = target / "recipe.yaml"
-        if not recipe_file.exists():
-            raise UserError(f"{target}: not a run directory (no recipe.yaml); pass a run directory or a recipe")
-        final = target / "final"
-        if not final.exists():
-            raise UserError(f"{target}: the run has no final/ model yet; finish it with "
-                            f"`llmtune train <recipe> --resume`")
-        return load_recipe(recipe_file, overrides), final
-    if target.is_file():
-        return load_recipe(target, overrides), None
-    raise UserError(f"{target}: no such run directory or recipe file")
-
-
-def load_trained(loaded: LoadedRecipe, final: Path | None):
-    """(TaskModel with trained weights, tokenizer, labels)."""
-    from llmtune.methods.registry import get_method
-    from llmtune.models.build import build_task_model
-    from llmtune.models.load import load_tokenizer
-
-    r = loaded.recipe
-    method = get_method(r.method.name)(r.method)
-    labels = None
-    if final is not None:
-        info = json.loads((final / "llmtune.json").read_text())
-        labels = info.get("labels")
-        tok = load_tokenizer(str(final))
-        body_source = method.body_source(r.model.name, final)
-        model = build_task_model(r, labels, body_source=None if body_source == r.model.name else body_source)
-        method.load(model, final)
-    else:
-        tok = load_tokenizer(r.model.name, r.model.trust_remote_code, r.model.revision)
-        model = None
-    return method, model, tok, labels
+from llmtune.runs.open import Target, open_target
 
 
 def evaluate_target(target: Path, overrides: list[str], limit: int | None, reporter) -> dict:
-    from llmtune.methods.registry import get_method
-
-    loaded, final = load_target(target, overrides)
-    r = loaded.recipe
+    t = open_target(target, overrides)
+    r = t.recipe
     head = {"target": str(target), "task": r.data.task, "method": r.method.name}
-    custom = get_method(r.method.name)(r.method).evaluate(loaded, final, limit, reporter)
+    custom = t.method.evaluate(r, t.final, limit, reporter)
     if custom is not None:
-        return _write_eval(final, {**head, **custom})
+        return _write_eval(t.final, {**head, **custom})
     limit = limit or r.eval.limit
     if r.eval.prompting and r.data.task == "classification":
-        metrics = _prompted_classification(loaded, final, limit, reporter)
+        metrics = _prompted_classification(t, limit, reporter)
     else:
         if r.eval.prompting and r.data.task != "sft":
             raise UserError(f"eval.shots/templates/verbalizers apply to classification and sft data, not "
                             f"data.task {r.data.task!r}; remove them from the eval section")
-        metrics = _supervised(loaded, final, limit, reporter)
-    return _write_eval(final, {**head, **metrics})
+        metrics = _supervised(t, limit, reporter)
+    return _write_eval(t.final, {**head, **metrics})
 
 
 def _device():
@@ -75,7 +34,7 @@ def _device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _supervised(loaded: LoadedRecipe, final: Path | None, limit: int | None, reporter) -> dict:
+def _supervised(t: Target, limit: int | None, reporter) -> dict:
     """The model as trained: head predictions or LM loss; for sft also generated answers."""
     import torch
 
@@ -83,9 +42,9 @@ def _supervised(loaded: LoadedRecipe, final: Path | None, limit: int | None, rep
     from llmtune.evaluate.supervised import evaluate_examples
     from llmtune.models.build import build_task_model
 
-    r = loaded.recipe
-    _, model, tok, labels = load_trained(loaded, final)
-    data = prepare_data(r.data, tok, loaded.base_dir)
+    r = t.recipe
+    tok, model, labels = t.tokenizer(), t.trained_model(), t.labels
+    data = prepare_data(r.data, tok)
     if labels is None:
         labels = data.labels
     if model is None:
@@ -103,7 +62,7 @@ def _supervised(loaded: LoadedRecipe, final: Path | None, limit: int | None, rep
         from llmtune.evaluate.prompted import evaluate_prompted
 
         model.eval()
-        result.update(evaluate_prompted(model.body, tok, loaded, limit, reporter, device))
+        result.update(evaluate_prompted(model.body, tok, r, limit, reporter, device))
     return result
 
 
@@ -113,27 +72,24 @@ _ENCODER_ONLY = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "albe
                            "deberta-v2", "mpnet", "camembert", "modernbert"})
 
 
-def _prompted_classification(loaded: LoadedRecipe, final: Path | None, limit: int | None, reporter) -> dict:
+def _prompted_classification(t: Target, limit: int | None, reporter) -> dict:
     """Classification by prompting a causal LM: the base model (a recipe) or a run that
     trained a causal LM. The model is built as a causal LM whatever data.task says."""
-    import dataclasses
-
     import torch
 
     from llmtune.evaluate.prompted import evaluate_prompted
     from llmtune.models.build import build_task_model
 
-    r = loaded.recipe
-    if final is not None and json.loads((final / "llmtune.json").read_text()).get("task") == "classification":
-        raise UserError(f"{final.parent}: this run trained a classification head; prompting (eval.shots, "
+    r = t.recipe
+    if t.final is not None and t.info.get("task") == "classification":
+        raise UserError(f"{t.run_dir}: this run trained a classification head; prompting (eval.shots, "
                         f"eval.templates, eval.verbalizers) needs a causal LM. Evaluate the run without them, "
                         f"or prompt the base model: `llmtune eval <recipe>`")
     if r.model.name in ("minilm", "tiny-bert"):
         raise UserError(f"model.name {r.model.name!r} is an encoder; prompting (eval.shots, eval.templates, "
                         f"eval.verbalizers) needs a causal LM such as tiny-llama or a hub decoder")
     causal = r.model_copy(update={"data": r.data.model_copy(update={"task": "causal_lm"})})
-    causal_loaded = dataclasses.replace(loaded, recipe=causal)
-    _, model, tok, _ = load_trained(causal_loaded, final)
+    tok, model = t.tokenizer(), t.trained_model(causal)
     if model is None:
         model = build_task_model(causal, None)
     if getattr(model.body.config, "model_type", None) in _ENCODER_ONLY:
@@ -142,7 +98,7 @@ def _prompted_classification(loaded: LoadedRecipe, final: Path | None, limit: in
     device = _device()
     model.to(device).eval()
     with torch.inference_mode():
-        metrics = evaluate_prompted(model.body, tok, loaded, limit, reporter, device)
+        metrics = evaluate_prompted(model.body, tok, r, limit, reporter, device)
     split = "eval" if (r.data.eval is not None or r.data.eval_fraction > 0) else "train"
     return {"split": split, **metrics}
 

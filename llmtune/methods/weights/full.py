@@ -1,4 +1,4 @@
-"""Complete finetuning: every weight trains; the whole body is saved."""
+"""Complete finetuning: every weight of the body trains; the whole body is saved."""
 
 from __future__ import annotations
 
@@ -20,16 +20,16 @@ class Full(Method):
     summary = "complete finetuning: every weight trains"
     can_merge = True  # nothing to fold in: the trained body is already a plain model
 
-    def apply(self, model) -> None:
-        for p in model.parameters():
+    def apply(self, body, *, causal: bool):
+        for p in body.parameters():
             p.requires_grad_(True)
+        return body
 
     def body_source(self, base: str, final_dir: Path) -> str:
         return str(final_dir)
 
-    def save(self, model, out_dir: Path) -> None:
-        model.body.save_pretrained(out_dir)
-        model.save_head(out_dir)
+    def save(self, body, out_dir: Path) -> None:
+        body.save_pretrained(out_dir)
 
-    def merge(self, model):
-        return model.body
+    def merge(self, body):
+        return body

@@ -1,4 +1,4 @@
-"""The two flows every trl-backed method follows: train a run, and evaluate one.
+"""The two flows every trl-backed method follows: train inside a run, and evaluate one.
 
 Imported only inside fit/evaluate (heavy imports)."""
 
@@ -9,10 +9,14 @@ from pathlib import Path
 
 import torch
 
+from llmtune.data.cache import tokenizer_fingerprint
 from llmtune.data.preference import load_preference_data
-from llmtune.methods.preference.base import Setup
-from llmtune.methods.preference.session import (RunCallback, clean_eval, interactive, quiet_libraries,
-                                                to_dataset, train_and_save, training_args, use_llmtune_output)
+from llmtune.errors import DataError, UserError
+from llmtune.methods.base import Outcome
+from llmtune.methods.preference._models import parameter_counts
+from llmtune.methods.preference._trainer import (RunCallback, clean_eval, last_checkpoint, quiet_libraries,
+                                                 to_dataset, training_args, use_llmtune_output)
+from llmtune.methods.preference.setup import Setup
 from llmtune.models.load import load_tokenizer
 
 
@@ -27,8 +31,6 @@ def _data_line(data) -> str:
 def build(method, setup, model, tok, train, eval, args, callbacks):
     """The method's trainer. trl checks option combinations as it builds (ValueError): those
     are the recipe's to fix, so they end as a user error, not a traceback."""
-    from llmtune.errors import UserError
-
     try:
         return method.build_trainer(setup, model, tok, train, eval, args, callbacks, method.reference(setup, model))
     except ValueError as exc:
@@ -37,8 +39,6 @@ def build(method, setup, model, tok, train, eval, args, callbacks):
 
 def _report_filtered(trainer, data, recipe, rep) -> None:
     """Some trainers (the reward trainer) drop rows longer than max_length instead of cutting them."""
-    from llmtune.errors import DataError
-
     kept = len(trainer.train_dataset) if hasattr(trainer.train_dataset, "__len__") else len(data.train)
     if kept == 0:
         raise DataError(f"every training row is longer than data.max_length ({recipe.data.max_length} tokens) and "
@@ -49,59 +49,88 @@ def _report_filtered(trainer, data, recipe, rep) -> None:
 
 
 def _check_chat_template(data, tok, recipe) -> None:
-    from llmtune.errors import DataError
-
     if data.chat and getattr(tok, "chat_template", None) is None:
         raise DataError(f"{recipe.data.train.path or recipe.data.train.hub}: the rows are chat messages, but "
                         f"model {recipe.model.name!r} has a tokenizer without a chat template to render them; "
                         f"use a chat model, or give prompt/chosen/rejected as plain text")
 
 
-def fit_trl(ctx, method) -> dict:
-    r, rep = ctx.recipe, ctx.reporter
+def fit_trl(job, method) -> Outcome:
+    r, rep = job.recipe, job.reporter
     method.check(r)
-    tty = interactive(rep)
-    with quiet_libraries(tty), tempfile.TemporaryDirectory(prefix="llmtune-") as work:
+    with quiet_libraries(job.interactive), tempfile.TemporaryDirectory(prefix="llmtune-") as work:
         tok = load_tokenizer(r.model.name, r.model.trust_remote_code, r.model.revision)
-        data = load_preference_data(r.data, ctx.base_dir)
+        data = load_preference_data(r.data)
         data.train = method.prepare_rows(data.train, tok, r)
         data.eval = method.prepare_rows(data.eval, tok, r) if data.eval else []
         rep.log(_data_line(data))
         _check_chat_template(data, tok, r)
         torch.manual_seed(r.train.seed)
         model = method.load_model(r, tok)
-        setup = Setup(recipe=r, base_dir=ctx.base_dir, workdir=Path(work), reporter=rep, training=True)
+        setup = Setup(recipe=r, workdir=Path(work), reporter=rep, training=True)
         config_cls, options = method.trl_config(r)
-        args = training_args(config_cls, r, ctx.run.checkpoints, has_eval=bool(data.eval), **options)
-        trainer = build(method, setup, model, tok, to_dataset(data.train), to_dataset(data.eval), args,
-                        [RunCallback(ctx.run, rep)])
+        args = training_args(config_cls, r, job.checkpoints, has_eval=bool(data.eval), **options)
+        callback = RunCallback(job)
+        trainer = build(method, setup, model, tok, to_dataset(data.train), to_dataset(data.eval), args, [callback])
         use_llmtune_output(trainer)
         _report_filtered(trainer, data, r, rep)
-        return train_and_save(ctx, method, trainer, tok, data, method.manifest_extra(setup))
+        return _train(job, method, trainer, callback, tok, data, method.manifest_extra(setup))
 
 
-def evaluation_rows(loaded, limit: int | None) -> tuple[list[dict], str]:
+def _train(job, method, trainer, callback, tok, data, extra: dict) -> Outcome:
+    rep = job.reporter
+    trainable, total = parameter_counts(trainer.model)
+    rep.log(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
+            f"({100 * trainable / total:.3f}%)")
+    resume_from = last_checkpoint(job.checkpoints) if job.resume else None
+    if job.resume:
+        rep.log(f"resuming from {resume_from.name}" if resume_from else
+                "no complete checkpoint to resume from; starting from the beginning")
+    job.begin({"trainer": type(trainer).__name__, "data_fingerprint": data.fingerprint,
+               "data_summary": data.summary, "tokenizer_hash": tokenizer_fingerprint(tok),
+               "trainable_parameters": trainable, "total_parameters": total, **extra},
+              resumed_step=int(resume_from.name.split("-")[1]) if resume_from else 0)
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    outcome = Outcome(steps=trainer.state.global_step, trainable_parameters=trainable, total_parameters=total,
+                      tokenizer=tok, save=lambda folder: _save_model(trainer, folder),
+                      info={"model_kind": method.model_kind, "pooling": None, "labels": None},
+                      manifest={"total_steps": trainer.state.max_steps}, train_tokens=callback.tokens,
+                      last_checkpoint=last_checkpoint(job.checkpoints))
+    if callback.diverged:
+        outcome.diverged = f"loss {callback.diverged[1]} at step {callback.diverged[0]}"
+    elif job.stop_requested():
+        outcome.stopped_by = job.stop_requested()
+    elif trainer.eval_dataset is not None:
+        outcome.eval = clean_eval(trainer.evaluate())  # RunCallback logs it
+    return outcome
+
+
+def _save_model(trainer, folder: Path) -> None:
+    trainer.save_model(str(folder))
+    (folder / "training_args.bin").unlink(missing_ok=True)  # a pickle; final/ holds only safe formats
+
+
+def evaluation_rows(recipe, limit: int | None) -> tuple[list[dict], str]:
     """The eval split (or the training rows when there is none), first `limit` rows."""
-    r = loaded.recipe
-    data = load_preference_data(r.data, loaded.base_dir)
+    data = load_preference_data(recipe.data)
     rows, split = (data.eval, "eval") if data.eval else (data.train, "train")
-    limit = limit or r.eval.limit
+    limit = limit or recipe.eval.limit
     return (rows[:limit] if limit else rows), split
 
 
-def evaluate_trl(method, loaded, final: Path | None, limit: int | None, reporter) -> dict:
+def evaluate_trl(method, recipe, final: Path | None, limit: int | None, reporter) -> dict:
     """Score final/ (or the base model) on eval rows with the trainer's own evaluation:
     pairwise accuracy and margin for a reward model; the implicit reward's accuracy and
     margins of the policy against the base model (the reference) for DPO/KTO/ORPO."""
-    r = loaded.recipe
+    r = recipe
     with quiet_libraries(False), tempfile.TemporaryDirectory(prefix="llmtune-eval-") as work:
         tok = load_tokenizer(str(final)) if final else load_tokenizer(r.model.name, r.model.trust_remote_code,
                                                                        r.model.revision)
-        rows, split = evaluation_rows(loaded, limit)
+        rows, split = evaluation_rows(r, limit)
         rows = method.prepare_rows(rows, tok, r)
         torch.manual_seed(r.train.seed)
         model = method.load_trained(r, tok, final) if final else method.load_model(r, tok)
-        setup = Setup(recipe=r, base_dir=loaded.base_dir, workdir=Path(work), reporter=reporter, training=False)
+        setup = Setup(recipe=r, workdir=Path(work), reporter=reporter, training=False)
         config_cls, options = method.trl_config(r)
         args = training_args(config_cls, r, Path(work) / "out", has_eval=True, **options)
         ds = to_dataset(rows)

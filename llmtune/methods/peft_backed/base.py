@@ -16,28 +16,24 @@ class PeftMethod(Method):
     def peft_config(self, causal: bool):
         raise NotImplementedError
 
-    def apply(self, model) -> None:
+    def apply(self, body, *, causal: bool):
         from peft import get_peft_model
 
         from llmtune.errors import UserError
 
         try:
-            model.body = get_peft_model(model.body, self.peft_config(model.is_causal))
+            return get_peft_model(body, self.peft_config(causal))
         except ValueError as exc:  # peft's word on targets that do not exist or do not fit
             raise UserError(f"method {self.name}: peft refused the settings ({exc}); check "
                             f"method.target_modules against the model's module names") from None
-        if model.head is not None:
-            model.head.requires_grad_(True)
 
-    def save(self, model, out_dir: Path) -> None:
-        model.body.save_pretrained(out_dir)
-        model.save_head(out_dir)
+    def save(self, body, out_dir: Path) -> None:
+        body.save_pretrained(out_dir)
 
-    def load(self, model, from_dir: Path) -> None:
+    def load(self, body, from_dir: Path, *, causal: bool):
         from peft import PeftModel
 
-        model.body = PeftModel.from_pretrained(model.body, str(from_dir))
-        model.load_head(from_dir)
+        return PeftModel.from_pretrained(body, str(from_dir))
 
-    def merge(self, model):
-        return model.body.merge_and_unload()
+    def merge(self, body):
+        return body.merge_and_unload()

@@ -19,18 +19,15 @@ from pathlib import Path
 
 from llmtune.errors import UserError
 from llmtune.models.task_model import INFO_FILE, write_info
+from llmtune.runs.open import open_run
 
 
 def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, reporter) -> dict:
-    from llmtune.evaluate.runner import load_target
-    from llmtune.methods.registry import get_method
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory; pass the folder `llmtune train` wrote")
-    loaded, final = load_target(run_dir, [])
-    r = loaded.recipe
-    method = get_method(r.method.name)(r.method)
+    target = open_run(run_dir)
+    r, method, final = target.recipe, target.method, target.final
     out = Path(out)
     _check_out(out, run_dir, overwrite)
     if merge and not method.can_merge:
@@ -42,7 +39,7 @@ def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, report
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         if merge:
-            files = _write_merged(loaded, final, method, tmp, run_dir)
+            files = _write_merged(target, tmp, run_dir)
             form = "merged"
             message = (f"merged {method.name} into the base weights of {r.model.name}: a plain transformers "
                        f"folder (load it with transformers' {_loader_hint(r.data.task)}.from_pretrained)")
@@ -103,11 +100,10 @@ def _write_adapter_only(final: Path, tmp: Path, run_dir: Path) -> list[str]:
     return sorted(p.name for p in tmp.iterdir())
 
 
-def _write_merged(loaded, final: Path, method, tmp: Path, run_dir: Path) -> list[str]:
-    from llmtune.evaluate.runner import load_trained
-
-    _, model, tok, _ = load_trained(loaded, final)
-    body = method.merge(model)
+def _write_merged(target, tmp: Path, run_dir: Path) -> list[str]:
+    final = target.final
+    model, tok = target.trained_model(), target.tokenizer()
+    body = target.method.merge(model.body)
     tmp.mkdir(parents=True)
     body.save_pretrained(tmp)
     tok.save_pretrained(tmp)

@@ -1,7 +1,7 @@
 """Soft prompts: prompt tuning (learned virtual tokens) and p-tuning (the same, produced by an
 MLP or LSTM prompt encoder). The base model stays frozen.
 
-Our own small implementation (soft_prompt_model.py) rather than peft's: one code path for a
+Our own small implementation (_soft_prompt_model.py) rather than peft's: one code path for a
 bare encoder under llmtune's pooled head and for causal LMs, with the virtual positions
 stripped from the outputs so pooling and the loss see only real tokens.
 
@@ -21,7 +21,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from llmtune.errors import UserError
-from llmtune.methods.base import Method, MethodConfig, write_json
+from llmtune.methods.base import Method, MethodConfig, freeze, write_json
 from llmtune.methods.registry import register_method
 
 PROMPT_FILE = "soft_prompt.safetensors"
@@ -64,23 +64,19 @@ class SoftPrompt(Method):
     Config = SoftPromptConfig
     summary = "learned virtual tokens before the input: prompt tuning, or p-tuning with an MLP/LSTM encoder"
 
-    def apply(self, model) -> None:
-        from llmtune.methods.soft_prompt_model import PromptedModel, PromptEncoder
+    def apply(self, body, *, causal: bool):
+        from llmtune.methods.prompts._soft_prompt_model import PromptedModel, PromptEncoder
 
         c = self.config
-        for p in model.body.parameters():
-            p.requires_grad_(False)
-        encoder = PromptEncoder(c.num_virtual_tokens, model.body.config.hidden_size, c.encoder,
-                                c.encoder_hidden, init=self._initial_prompt(model.body))
-        model.body = PromptedModel(model.body, encoder)
-        if model.head is not None:
-            for p in model.head.parameters():
-                p.requires_grad_(True)
+        freeze(body)
+        encoder = PromptEncoder(c.num_virtual_tokens, body.config.hidden_size, c.encoder,
+                                c.encoder_hidden, init=self._initial_prompt(body))
+        return PromptedModel(body, encoder)
 
     def _initial_prompt(self, body):
         import torch
 
-        from llmtune.methods import soft_prompt_model as spm
+        from llmtune.methods.prompts import _soft_prompt_model as spm
 
         c = self.config
         n, dim = c.num_virtual_tokens, body.config.hidden_size
@@ -92,36 +88,34 @@ class SoftPrompt(Method):
             return spm.text_init(body, _text_token_ids(body, c.init_text), n)
         return torch.randn(n, dim) * spm.embedding_std(body)
 
-    def save(self, model, out_dir: Path) -> None:
+    def save(self, body, out_dir: Path) -> None:
         import torch
         from safetensors.torch import save_file
 
         with torch.no_grad():
-            prompt = model.body.prompt().detach().float().cpu().contiguous()
+            prompt = body.prompt().detach().float().cpu().contiguous()
         save_file({"prompt": prompt}, str(Path(out_dir) / PROMPT_FILE))
         write_json(Path(out_dir) / PROMPT_CONFIG, {
             "format": FORMAT, "num_virtual_tokens": prompt.shape[0], "hidden_size": prompt.shape[1],
             "trained_with_encoder": self.config.encoder,
         })
-        model.save_head(out_dir)
 
-    def load(self, model, from_dir: Path) -> None:
+    def load(self, body, from_dir: Path, *, causal: bool):
         from safetensors.torch import load_file
 
-        from llmtune.methods.soft_prompt_model import PromptedModel, PromptEncoder
+        from llmtune.methods.prompts._soft_prompt_model import PromptedModel, PromptEncoder
 
         from_dir = Path(from_dir)
         info = json.loads((from_dir / PROMPT_CONFIG).read_text())
         if info.get("format") != FORMAT:
             raise UserError(f"{from_dir / PROMPT_CONFIG}: not an llmtune soft prompt (format {info.get('format')!r})")
-        if info["hidden_size"] != model.body.config.hidden_size:
+        if info["hidden_size"] != body.config.hidden_size:
             raise UserError(f"{from_dir}: the prompt has width {info['hidden_size']}, this base model's embeddings "
-                            f"{model.body.config.hidden_size}; load it onto the model it was trained on")
+                            f"{body.config.hidden_size}; load it onto the model it was trained on")
         prompt = load_file(str(from_dir / PROMPT_FILE))["prompt"]
         encoder = PromptEncoder(prompt.shape[0], prompt.shape[1], "none", init=prompt)
         encoder.requires_grad_(False)
-        model.body = PromptedModel(model.body, encoder)
-        model.load_head(from_dir)
+        return PromptedModel(body, encoder)
 
 
 def _text_token_ids(body, text: str) -> list[int]:

@@ -1,4 +1,4 @@
-"""Bottleneck adapters with Houlsby or Pfeiffer placement (the modules live in bottleneck.py).
+"""Bottleneck adapters with Houlsby or Pfeiffer placement (the torch modules live in _layers.py).
 
 AdapterHub's `adapters` package pins transformers 4.x, so llmtune carries its own small
 implementation. The body is frozen; the adapters (and a classification head) train.
@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmtune.methods.base import Method, MethodConfig
+from llmtune.methods.base import Method, MethodConfig, freeze
 from llmtune.methods.registry import register_method
 
 
@@ -38,26 +38,22 @@ class Adapter(Method):
         c = self.config
         return c.bottleneck_size or max(1, round(hidden / c.reduction_factor))
 
-    def apply(self, model) -> None:
-        from llmtune.methods import bottleneck
+    def apply(self, body, *, causal: bool):
+        from llmtune.methods.adapters import _layers as bottleneck
 
-        body = model.body
-        for p in body.parameters():
-            p.requires_grad_(False)
+        freeze(body)
         sites = bottleneck.find_sites(body, self.config.placement)
         hidden = body.config.hidden_size
         adapters = bottleneck.insert_adapters(body, sites, hidden, self.bottleneck_width(hidden),
                                               self.config.activation)
         for adapter in adapters.values():
             adapter.requires_grad_(True)
-        if model.head is not None:
-            model.head.requires_grad_(True)
+        return body
 
-    def save(self, model, out_dir: Path) -> None:
-        from llmtune.methods import bottleneck
+    def save(self, body, out_dir: Path) -> None:
+        from llmtune.methods.adapters import _layers as bottleneck
         from llmtune.models.layers import transformer_blocks
 
-        body = model.body
         sites = bottleneck.find_sites(body, self.config.placement)
         adapters = bottleneck.find_adapters(body, sites)
         hidden = body.config.hidden_size
@@ -67,11 +63,10 @@ class Adapter(Method):
             "num_layers": len(transformer_blocks(body)), "base_model": body.config.name_or_path,
             "architecture": type(body).__name__,
         })
-        model.save_head(out_dir)
 
-    def load(self, model, from_dir: Path) -> None:
-        from llmtune.methods import bottleneck
+    def load(self, body, from_dir: Path, *, causal: bool):
+        from llmtune.methods.adapters import _layers as bottleneck
 
         # The saved config, not the recipe, says where the adapters go: the folder stands alone.
-        bottleneck.load_adapters(model.body, from_dir)
-        model.load_head(from_dir)
+        bottleneck.load_adapters(body, from_dir)
+        return body

@@ -1,17 +1,13 @@
-"""Run a trl trainer as an llmtune run: the recipe's train section mapped onto trl's config,
-metrics.jsonl, manifest.json, checkpoints and --resume, signals, and final/.
+"""A trl trainer inside an llmtune run: the recipe's train section mapped onto trl's config, and
+a callback that feeds the run's metrics, progress bar and stop requests.
 
 Imported only inside fit/evaluate (it imports torch, transformers, trl and datasets)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import os
 import re
-import signal
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -20,10 +16,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from llmtune.errors import TrainingDiverged, UserError
-from llmtune.methods.preference.models import parameter_counts
-from llmtune.models.task_model import write_info
-from llmtune.train.run_dir import build_manifest, peak_memory_mb, read_manifest, write_final, write_manifest
+from llmtune.errors import UserError
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # trl's log keys that are bookkeeping, not measurements.
@@ -120,10 +113,9 @@ class RunCallback(TrainerCallback):
     """metrics.jsonl records, log lines and the progress bar (on a terminal) from trl's
     logs; Ctrl-C/SIGTERM save a checkpoint and stop; a non-finite loss stops the run."""
 
-    def __init__(self, run, reporter):
-        self.run = run
-        self.rep = reporter
-        self.stop = None
+    def __init__(self, job):
+        self.job = job
+        self.rep = job.reporter
         self.diverged: tuple[int, float] | None = None
         self._tokens = None
         self._time = time.perf_counter()
@@ -142,7 +134,7 @@ class RunCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kw):
         if self._advance is not None:
             self._advance(1)
-        if self.stop is not None and self.stop.signal:
+        if self.job.stop_requested():
             control.should_save = True
             control.should_training_stop = True
 
@@ -161,8 +153,7 @@ class RunCallback(TrainerCallback):
                 record["tokens_per_s"] = (logs["num_tokens"] - self._tokens) / max(now - self._time, 1e-9)
             self._tokens = logs["num_tokens"]
         self._time = now
-        if state.is_world_process_zero:
-            self.run.log_metrics(record)
+        self.job.log(record)
         prefix = "eval_" if any(k.startswith("eval_") for k in record) else ""
         shown = [(k, record[prefix + k]) for k in _HEADLINE if prefix + k in record]
         self.rep.log(f"{'eval at ' if prefix else ''}step {state.global_step}/{state.max_steps} " +
@@ -172,83 +163,16 @@ class RunCallback(TrainerCallback):
             self.diverged = (state.global_step, loss)
             control.should_training_stop = True
 
+    @property
+    def tokens(self) -> int | None:
+        """Tokens trl counted (`num_tokens`, padding excluded where trl excludes it)."""
+        return int(self._tokens) if self._tokens is not None else None
+
 
 def last_checkpoint(folder: Path) -> Path | None:
     found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*")
              if (m := _CHECKPOINT.match(p.name)) and (p / "trainer_state.json").exists()]
     return max(found)[1] if found else None
-
-
-def drop_metrics_after(run, step: int) -> None:
-    """On resume, records written after the checkpoint belong to the lost part of the run."""
-    kept = [rec for rec in run.read_metrics() if rec.get("step", 0) <= step] if step else []
-    tmp = run.metrics.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(rec) + "\n" for rec in kept))
-    os.replace(tmp, run.metrics)
-
-
-def _warn_if_changed(old: dict | None, new: dict, rep) -> None:
-    for key in ("method", "model", "data_fingerprint", "seed", "versions"):
-        if old and old.get(key) != new.get(key):
-            rep.warn(f"resuming, but {key} changed since the run started: {old.get(key)!r} -> {new.get(key)!r}; "
-                     f"the result may differ from an uninterrupted run")
-
-
-def train_and_save(ctx, method, trainer, tok, data, extra_manifest: dict | None = None) -> dict:
-    """Train (resuming if asked), log, write manifest and final/; returns fit's result."""
-    from llmtune.data.cache import tokenizer_fingerprint
-    from llmtune.train.loop import StopRequested
-
-    r, run, rep = ctx.recipe, ctx.run, ctx.reporter
-    trainable, total = parameter_counts(trainer.model)
-    rep.log(f"method {method.name}: {trainable:,} trainable of {total:,} parameters "
-            f"({100 * trainable / total:.3f}%)")
-    manifest = build_manifest(ctx.loaded.path, r.train.seed, {
-        "method": method.name, "task": r.data.task, "model": r.model.name, "trainer": type(trainer).__name__,
-        "data_fingerprint": data.fingerprint, "data_summary": data.summary,
-        "tokenizer_hash": tokenizer_fingerprint(tok), "trainable_parameters": trainable,
-        "total_parameters": total, "trainable_percent": 100 * trainable / total,
-        **(extra_manifest or {}), **ctx.manifest_extra,
-    })
-    resume_from = None
-    if ctx.resume:
-        resume_from = last_checkpoint(run.checkpoints)
-        if resume_from is None:
-            rep.log("no complete checkpoint to resume from; starting from the beginning")
-        else:
-            _warn_if_changed(read_manifest(run), manifest, rep)
-            rep.log(f"resuming from {resume_from.name}")
-    drop_metrics_after(run, int(resume_from.name.split("-")[1]) if resume_from else 0)
-    write_manifest(run, manifest)
-
-    callback = next(cb for cb in trainer.callback_handler.callbacks if isinstance(cb, RunCallback))
-    start = time.perf_counter()
-    with StopRequested() as stop:
-        callback.stop = stop
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    seconds = time.perf_counter() - start
-    step = trainer.state.global_step
-    if callback.diverged:
-        last = last_checkpoint(run.checkpoints)
-        keep = f"; the last good checkpoint is {last}" if last else ""
-        raise TrainingDiverged(f"training diverged: loss {callback.diverged[1]} at step {callback.diverged[0]}{keep}. "
-                               f"Lower train.lr or check the data")
-    if stop.signal:
-        name = signal.Signals(stop.signal).name
-        rep.log(f"{name}: stopped at step {step}; checkpoint saved in {run.checkpoints}. Resume with: "
-                f"llmtune train {ctx.loaded.path or 'RECIPE'} --output {run.path} --resume")
-        raise SystemExit(128 + stop.signal)
-
-    final_eval = {}
-    if trainer.eval_dataset is not None:
-        final_eval = clean_eval(trainer.evaluate())  # RunCallback logs it
-    if trainer.is_world_process_zero():
-        save_final(run, trainer, tok, method, r)
-        manifest.update({"train_seconds": seconds, "steps": step, "total_steps": trainer.state.max_steps,
-                         "peak_memory_mb": peak_memory_mb(), "final_eval": final_eval})
-        write_manifest(run, manifest)
-    return {"steps": step, "train_seconds": seconds, "trainable_parameters": trainable, "total_parameters": total,
-            "eval": final_eval, "run_dir": str(run.path)}
 
 
 def clean_eval(metrics: dict) -> dict:
@@ -260,20 +184,3 @@ def clean_eval(metrics: dict) -> dict:
             continue
         out[key] = value
     return out
-
-
-def save_final(run, trainer, tok, method, recipe) -> None:
-    """final/: model or adapter, tokenizer, llmtune.json (written atomically)."""
-    def fill(folder):
-        trainer.save_model(str(folder))
-        tok.save_pretrained(folder)
-        for leftover in ("training_args.bin",):  # a pickle; final/ holds only safe formats
-            (folder / leftover).unlink(missing_ok=True)
-        write_info(folder, {"task": recipe.data.task, "method": method.name, "base_model": recipe.model.name,
-                            "model_kind": method.model_kind, "pooling": None, "labels": None})
-
-    write_final(run, fill)
-
-
-def interactive(reporter) -> bool:
-    return bool(getattr(reporter, "interactive", False)) and sys.stderr.isatty()

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from llmtune.methods.base import MethodConfig
-from llmtune.methods.peft_backed import PeftMethod
+from llmtune.methods.peft_backed.base import PeftMethod
 from llmtune.methods.registry import register_method
 
 

@@ -1,0 +1,1 @@
+"""Bottleneck adapters (Houlsby, Pfeiffer placement); _layers.py holds the torch modules."""

@@ -1,0 +1,1 @@
+"""Methods that train the model's own weights: every one (full) or a chosen part (frozen-head)."""

@@ -1,0 +1,85 @@
+"""The one place that opens a finished run: its recipe, method, labels, tokenizer and the
+trained model (base body + what the method saved + the head), or a recipe's untrained base
+when given a recipe file. `llmtune eval`, `export` and `embed` all open runs through here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from llmtune.errors import UserError
+from llmtune.methods.registry import method_for
+from llmtune.models.task_model import INFO_FILE
+from llmtune.recipe.load import LoadedRecipe, load_recipe
+
+
+@dataclass
+class Target:
+    """A run directory (trained weights in final/) or a recipe file (its base model)."""
+
+    loaded: LoadedRecipe
+    final: Path | None
+    """The run's final/ folder; None when the target is a recipe."""
+
+    @property
+    def recipe(self):
+        return self.loaded.recipe
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self.final.parent if self.final is not None else None
+
+    @cached_property
+    def method(self):
+        return method_for(self.recipe.method)
+
+    @cached_property
+    def info(self) -> dict:
+        """final/llmtune.json: task, method, base model, pooling, labels (empty for a recipe)."""
+        if self.final is None:
+            return {}
+        return json.loads((self.final / INFO_FILE).read_text())
+
+    @property
+    def labels(self) -> list[str] | None:
+        return self.info.get("labels")
+
+    def tokenizer(self):
+        from llmtune.models.load import load_tokenizer
+
+        if self.final is not None:
+            return load_tokenizer(str(self.final))
+        m = self.recipe.model
+        return load_tokenizer(m.name, m.trust_remote_code, m.revision)
+
+    def trained_model(self, recipe=None):
+        """The run's TaskModel with its trained weights (None for a recipe target). `recipe`
+        overrides the task the body is built for (prompting a causal LM, say)."""
+        from llmtune.train.assemble import load_trained
+
+        if self.final is None:
+            return None
+        return load_trained(recipe or self.recipe, self.method, self.final, self.labels)
+
+
+def open_target(target: Path, overrides: list[str] | None = None) -> Target:
+    target = Path(target)
+    if target.is_dir():
+        return open_run(target, overrides)
+    if target.is_file():
+        return Target(load_recipe(target, overrides or []), None)
+    raise UserError(f"{target}: no such run directory or recipe file")
+
+
+def open_run(run_dir: Path, overrides: list[str] | None = None) -> Target:
+    run_dir = Path(run_dir)
+    recipe_file = run_dir / "recipe.yaml"
+    if not recipe_file.exists():
+        raise UserError(f"{run_dir}: not a run directory (no recipe.yaml); pass a run directory or a recipe")
+    final = run_dir / "final"
+    if not final.exists():
+        raise UserError(f"{run_dir}: the run has no final/ model yet; finish it with "
+                        f"`llmtune train <recipe> --resume`")
+    return Target(load_recipe(recipe_file, overrides or []), final)

@@ -1,0 +1,43 @@
+"""The model a run trains, and the model a finished run's final/ holds: a body from the
+recipe's model, the method applied to the body, and the task head, which the run (not the
+method) makes trainable, saves and loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from llmtune.models.build import build_task_model
+
+
+def prepare_for_training(model, method) -> None:
+    """Apply `method` to the TaskModel's body; the classification head always trains."""
+    model.body = method.apply(model.body, causal=model.is_causal)
+    if model.head is not None:
+        model.head.requires_grad_(True)
+
+
+def build_for_training(recipe, method, labels: list[str] | None):
+    model = build_task_model(recipe, labels)
+    prepare_for_training(model, method)
+    return model
+
+
+def save_trained(model, method, folder: Path) -> None:
+    """What trained: the method's part of the body, and the head."""
+    method.save(model.body, folder)
+    model.save_head(folder)
+
+
+def load_into(model, method, folder: Path) -> None:
+    """Put what `save_trained` wrote back onto a freshly built TaskModel."""
+    model.body = method.load(model.body, folder, causal=model.is_causal)
+    model.load_head(folder)
+
+
+def load_trained(recipe, method, final: Path, labels: list[str] | None):
+    """The TaskModel a run's final/ holds: its base body (or the whole body final/ saved),
+    what the method saved, and the head."""
+    source = method.body_source(recipe.model.name, final)
+    model = build_task_model(recipe, labels, body_source=None if source == recipe.model.name else source)
+    load_into(model, method, final)
+    return model

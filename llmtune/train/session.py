@@ -1,0 +1,194 @@
+"""One run's life, owned in one place: the run directory, manifest.json (checked on resume,
+finished with what the run measured), metrics.jsonl, SIGINT/SIGTERM, divergence, and the
+atomic final/. Every trainer runs inside it: llmtune's own loop (train/loop.py) and the
+methods that train themselves (trl-backed ones, the linear probe). None of them writes
+the manifest or final/.
+
+Under several processes only the main one writes; the others train and stay silent.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from llmtune.errors import TrainingDiverged, UserError
+from llmtune.methods.base import Outcome
+from llmtune.methods.registry import method_for
+from llmtune.models.task_model import write_info
+from llmtune.train import manifest as mf
+from llmtune.train.distributed import is_main_process
+from llmtune.train.run_dir import RunDir, folder_bytes, open_run_dir, write_final, write_resolved_recipe
+from llmtune.train.signals import StopRequested, signal_name
+
+# The headline metric a run is ranked by, first found wins (supervised, trl, RL).
+PRIMARY_METRICS = ("accuracy", "rewards/accuracies", "mean_reward", "f1", "loss")
+
+
+def default_output(recipe, recipe_path: Path | None) -> Path:
+    if recipe.output.dir:
+        try:
+            out = Path(recipe.output.dir).expanduser()
+        except RuntimeError as exc:  # `~someone/...` for a user this machine does not know
+            raise UserError(f"output.dir {recipe.output.dir!r}: {exc}") from None
+        return out if out.is_absolute() else Path.cwd() / out
+    stem = recipe_path.stem if recipe_path else "run"
+    return Path.cwd() / "runs" / stem
+
+
+def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = False,
+               overwrite: bool = False) -> dict:
+    """Train what a loaded recipe describes into its run directory; returns the result."""
+    recipe, recipe_path = loaded.recipe, loaded.path
+    out = (Path(output).expanduser() if output else default_output(recipe, recipe_path)).absolute()
+    if resume and not out.exists():
+        raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
+    main = is_main_process()
+    if main:
+        run = open_run_dir(out, resume=resume, overwrite=overwrite)
+        write_resolved_recipe(run, recipe)
+    else:
+        run = RunDir(out)  # other ranks never write to the run directory
+    reporter.log(f"run directory: {run.path}")
+    session = RunSession(recipe, recipe_path, run, reporter, resume=resume, main=main)
+    return session.run(method_for(recipe.method))
+
+
+class RunSession:
+    """The run a trainer works in (it is the `Job` of llmtune.methods.base)."""
+
+    def __init__(self, recipe, recipe_path: Path | None, run: RunDir, reporter, *, resume: bool, main: bool):
+        self.recipe, self.recipe_path, self.run_dir, self.reporter = recipe, recipe_path, run, reporter
+        self.resume, self.main = resume, main
+        self.checkpoints = run.checkpoints
+        self.interactive = bool(getattr(reporter, "interactive", False))
+        self.manifest: dict | None = None
+        self._stop: StopRequested | None = None
+        self._started = time.perf_counter()
+        self._train_started = self._started
+
+    # -- the Job a trainer sees ---------------------------------------------------------
+    def begin(self, manifest: dict, resumed_step: int = 0) -> None:
+        r = self.recipe
+        self.manifest = mf.build_manifest(self.recipe_path, r.train.seed, {
+            "method": r.method.name, "task": r.data.task, "model": r.model.name, "recipe_hash": mf.recipe_hash(r),
+            "status": "running", **manifest})
+        if "trainable_parameters" in manifest:
+            self.manifest["trainable_percent"] = 100 * manifest["trainable_parameters"] / manifest["total_parameters"]
+            self.reporter.log(f"method {r.method.name}: {manifest['trainable_parameters']:,} trainable of "
+                              f"{manifest['total_parameters']:,} parameters "
+                              f"({self.manifest['trainable_percent']:.3f}%)")
+        if self.resume:
+            self._check_resumed()
+        if self.main:
+            self.run_dir.drop_metrics_after(resumed_step)
+            mf.write_manifest(self.run_dir, self.manifest)
+        self._train_started = time.perf_counter()
+
+    def log(self, record: dict) -> None:
+        if self.main:
+            self.run_dir.log_metrics(record)
+
+    def stop_requested(self) -> int | None:
+        return self._stop.signal if self._stop is not None else None
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self, method) -> dict:
+        from llmtune.train.loop import fit as loop_fit
+
+        with StopRequested() as stop:
+            self._stop = stop
+            try:
+                outcome = method.fit(self) if method.trains_itself else loop_fit(self, method)
+            except BaseException as exc:
+                self._record_end("failed", f"{type(exc).__name__}: {exc}")
+                raise
+        if outcome.stopped_by:
+            self._stopped(outcome)
+        if outcome.diverged:
+            self._diverged(outcome)
+        return self._finish(method, outcome)
+
+    def _check_resumed(self) -> None:
+        old = mf.read_manifest(self.run_dir)
+        for warning in mf.manifest_changes(old, self.manifest):
+            self.reporter.warn(warning)
+        if old:
+            self.manifest["resumes"] = old.get("resumes", []) + [self.manifest["created"]]
+            self.manifest["created"] = old.get("created", self.manifest["created"])
+
+    def _record_end(self, status: str, error: str | None = None) -> None:
+        """A run that began records how it ended; one that failed before it began leaves
+        only its recipe.yaml (so the corrected command may reuse the folder)."""
+        if self.manifest is None or not self.main:
+            return
+        self.manifest.update({"status": status, "wall_seconds": time.perf_counter() - self._started})
+        if error:
+            self.manifest["error"] = error
+        mf.write_manifest(self.run_dir, self.manifest)
+
+    def _stopped(self, outcome: Outcome):
+        name = signal_name(outcome.stopped_by)
+        where = outcome.last_checkpoint or self.checkpoints
+        self._record_end("stopped", f"{name} at step {outcome.steps}")
+        path = self.recipe_path or "RECIPE"
+        default = self.recipe_path is not None and default_output(self.recipe, self.recipe_path) == self.run_dir.path
+        out = "" if default else f" --output {self.run_dir.path}"
+        self.reporter.log(f"{name}: stopped at step {outcome.steps}; checkpoint saved to {where}. "
+                          f"Resume with: llmtune train {path}{out} --resume (repeat any --set options)")
+        raise SystemExit(128 + outcome.stopped_by)  # the shell's convention for "ended by signal N"
+
+    def _diverged(self, outcome: Outcome):
+        last = outcome.last_checkpoint
+        keep = (f"The last good checkpoint is {last}; after changing the recipe, continue from it with "
+                f"--resume, or start over with --overwrite." if last else
+                "No checkpoint was written before it (set train.save_every to keep some).")
+        message = f"training diverged: {outcome.diverged} {keep}"
+        self._record_end("diverged", message)
+        raise TrainingDiverged(message)
+
+    def _finish(self, method, outcome: Outcome) -> dict:
+        from llmtune.evaluate.supervised import headline
+
+        train_seconds = time.perf_counter() - self._train_started if outcome.train_seconds is None \
+            else outcome.train_seconds
+        final_eval = headline(outcome.eval)
+        if self.main:
+            write_final(self.run_dir, lambda folder: self._fill_final(folder, method, outcome))
+            self.manifest.update({
+                "steps": outcome.steps, "train_seconds": train_seconds, "train_tokens": outcome.train_tokens,
+                "tokens_per_second": outcome.train_tokens / max(train_seconds, 1e-9) if outcome.train_tokens
+                else None, "peak_memory_mb": mf.peak_memory_mb(), "final_eval": final_eval,
+                "eval_identity": self._eval_identity(outcome, final_eval),
+                "artifact_bytes": folder_bytes(self.run_dir.final), **outcome.manifest})
+            self._record_end("finished")
+        return {"steps": outcome.steps, "train_seconds": train_seconds,
+                "trainable_parameters": outcome.trainable_parameters, "total_parameters": outcome.total_parameters,
+                "eval": outcome.eval, "run_dir": str(self.run_dir.path)}
+
+    def _fill_final(self, folder: Path, method, outcome: Outcome) -> None:
+        from llmtune.train.assemble import save_trained
+
+        if outcome.save is not None:
+            outcome.save(folder)
+        else:
+            save_trained(outcome.model, method, folder)
+        outcome.tokenizer.save_pretrained(folder)
+        r = self.recipe
+        m = r.model
+        write_info(folder, {
+            "task": r.data.task, "method": method.name, "base_model": m.name,
+            "model": {"name": m.name, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
+                      "dtype": m.dtype},
+            "pooling": m.pooling if r.data.task == "classification" else None, "labels": None,
+            "max_length": r.data.max_length, **outcome.info})
+
+    def _eval_identity(self, outcome: Outcome, final_eval: dict) -> dict | None:
+        """What the final metrics were measured on, so that runs are only ranked together
+        when they were evaluated alike."""
+        if not final_eval:
+            return None
+        metric = next((k for k in PRIMARY_METRICS if k in final_eval), None)
+        fingerprint = (self.manifest.get("data_fingerprint") or {}).get("eval")
+        return {"fingerprint": fingerprint, "rows": outcome.eval_rows, "labels": outcome.info.get("labels"),
+                "metric": metric}
