@@ -47,14 +47,14 @@ def evaluate_prompted(body, tok, loaded, limit: int | None, reporter, device) ->
         raise UserError("eval.shots > 0 and eval.templates need alpaca-style rows (instruction/output); "
                         "chat rows are prompted with the tokenizer's chat template, zero-shot only")
     pool = icl.dedupe_pool(to_prompt_rows(pool_rows, d, labels, words)) if k else []
-    ranked = _select(queries, pool, k, e, device, reporter)
+    ranked = _select(queries, pool, k, e, device, reporter, loaded.base_dir)
     templates = compile_templates(e.templates) if e.templates else [default_template(d)]
     answer_sep = e.answer_separator if e.answer_separator is not None else (
         " " if d.task == "classification" else "")
     budget = _budget(body, tok, loaded, words, answer_sep)
     entries = []
     for template in templates:
-        style = icl.PromptStyle(template, e.demo_separator, answer_sep, nearest_last=e.selection == "nearest")
+        style = icl.PromptStyle(template, e.demo_separator, answer_sep, nearest_last=e.selection in ("nearest", "store"))
         prompts = icl.build_prompts(queries, pool, ranked, style, tok, budget)
         if d.task == "classification":
             metrics = _score_classification(body, tok, prompts, queries, labels, words, answer_sep, loaded, device)
@@ -66,6 +66,7 @@ def evaluate_prompted(body, tok, loaded, limit: int | None, reporter, device) ->
     result["prompting"] = {
         "shots": k, "selection": e.selection if k else None,
         "encoder": e.encoder if k and e.selection == "nearest" else None,
+        "store": e.store if k and e.selection == "store" else None,
         "pool": len(pool), "budget": budget, "answer_separator": answer_sep,
         "verbalizers": dict(zip(labels, words)) if words else None,
         "label_score": e.label_score if words else None,
@@ -89,11 +90,15 @@ def _assemble(entries: list[dict], task: str, has_templates: bool) -> dict:
     return result
 
 
-def _select(queries, pool, k, e, device, reporter) -> list[list[int]]:
+def _select(queries, pool, k, e, device, reporter, base_dir=None) -> list[list[int]]:
     if k == 0:
         return [[] for _ in queries]
     if e.selection == "random":
         return icl.select_random(queries, pool, k, e.seed)
+    if e.selection == "store":
+        from llmtune.index.demos import resolve_store, select_from_store
+
+        return select_from_store(queries, pool, k, resolve_store(e.store, base_dir), reporter)
     from llmtune.evaluate.sentence_encoder import cached_embeddings
 
     kw = {"batch_size": e.batch_size, "max_length": e.encoder_max_length, "device": device, "reporter": reporter}
