@@ -266,9 +266,10 @@ def _connect(loc: Location):
     except ImportError:
         raise UserError("stores need pymilvus and milvus-lite: pip install 'llmtune[index]'") from None
 
-    for name in ("pymilvus", "milvus_lite"):
-        # pymilvus warns on every query iterator and milvus_lite logs tracebacks itself;
-        # failures reach the user through the exceptions below instead.
+    for name in ("pymilvus", "milvus_lite", "grpc._server"):
+        # pymilvus warns on every query iterator (whose timestamp call Milvus Lite's in-process
+        # server answers "not implemented", logged as a traceback), and milvus_lite logs its
+        # own; failures reach the user through the exceptions below instead.
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if loc.local is not None:
         _check_not_locked(loc)
