@@ -152,3 +152,18 @@ def test_icl_demonstrations_come_from_the_store(tmp_path, cli, write_recipe):
     # Nearest last: the two pet sentences precede the cat query, the two sport ones the goalkeeper.
     assert cat.count("Topic: pets") == 2 and "Topic: sport" not in cat and cat.endswith("My cat sleeps all day. Topic:")
     assert goal.count("Topic: sport") == 2 and "Topic: pets" not in goal
+
+
+def test_a_store_open_in_another_process_is_a_clear_error(tmp_path, cli):
+    docs, store = _docs(tmp_path), str(tmp_path / "kb.db")
+    assert cli("index", docs, "--store", store).code == 0
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pymilvus import MilvusClient\n"
+                               f"MilvusClient({store!r})\nprint('open', flush=True)\ntime.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        res = cli("query", "--store", store, "steam")
+        assert res.code == 2 and "is open in another process" in res.err and "milvus-lite server" in res.err
+    finally:
+        holder.kill()
+        holder.wait()
