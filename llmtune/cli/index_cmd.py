@@ -28,8 +28,9 @@ def index(
                                     ".parquet files (each row is indexed on its own)."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Column naming each row in results (default: "
                                             "the row number)."),
-    commit_chunks: int = typer.Option(4096, "--commit-chunks", min=1, help="Chunks embedded and committed at a "
-                                      "time; a killed run redoes at most this much."),
+    commit_chunks: int = typer.Option(4096, "--commit-chunks", min=1, help="Files are committed in groups of "
+                                      "about this many chunks (a file is never split): a killed run redoes the "
+                                      "group it was in."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per forward pass of the embedding model."),
     token: Optional[str] = token_option(),
     collection: str = collection_option(),

@@ -34,7 +34,8 @@ from llmtune.index.formats import Section, Unreadable, kind_of, read_sections
 from llmtune.index.store import MAX_SOURCE_BYTES, MAX_TEXT_BYTES, FileState, Store, parse_location
 
 COMMIT_CHUNKS = 4096
-"""Chunks embedded and committed at a time: a killed run loses at most this much work."""
+"""Files are committed in groups of about this many chunks (a file is never split, so a big
+file is a group of its own): a killed run loses the group in flight."""
 
 
 @dataclass
