@@ -54,7 +54,7 @@ def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device) ->
     budget = _budget(body, tok, r, words, answer_sep)
     entries = []
     for template in templates:
-        style = icl.PromptStyle(template, e.demo_separator, answer_sep, nearest_last=e.selection == "nearest")
+        style = icl.PromptStyle(template, e.demo_separator, answer_sep, nearest_last=e.selection in ("nearest", "store"))
         prompts = icl.build_prompts(queries, pool, ranked, style, tok, budget)
         if d.task == "classification":
             metrics = _score_classification(body, tok, prompts, queries, labels, words, answer_sep, r, device)
@@ -66,6 +66,7 @@ def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device) ->
     result["prompting"] = {
         "shots": k, "selection": e.selection if k else None,
         "encoder": e.encoder if k and e.selection == "nearest" else None,
+        "store": e.store if k and e.selection == "store" else None,
         "pool": len(pool), "budget": budget, "answer_separator": answer_sep,
         "verbalizers": dict(zip(labels, words)) if words else None,
         "label_score": e.label_score if words else None,
@@ -94,6 +95,10 @@ def _select(queries, pool, k, e, device, reporter) -> list[list[int]]:
         return [[] for _ in queries]
     if e.selection == "random":
         return icl.select_random(queries, pool, k, e.seed)
+    if e.selection == "store":
+        from llmtune.index.demos import select_from_store
+
+        return select_from_store(queries, pool, k, e.store, reporter)
     from llmtune.evaluate.sentence_encoder import cached_embeddings
 
     kw = {"batch_size": e.batch_size, "max_length": e.encoder_max_length, "device": device, "reporter": reporter}

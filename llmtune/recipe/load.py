@@ -253,6 +253,10 @@ def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
         if src is not None and src.path is not None:
             absolute = str(resolve_data_path(src.path, base_dir))
             sections[section] = parent.model_copy(update={key: src.model_copy(update={"path": absolute})})
+    store = recipe.eval.store
+    if store and "://" not in store:  # a local store file; a server URI stays as given
+        ev = sections.get("eval", recipe.eval)
+        sections["eval"] = ev.model_copy(update={"store": str(resolve_data_path(store, base_dir))})
     sections["method"] = recipe.method.resolve_paths(base_dir)
     return recipe.model_copy(update=sections)
 

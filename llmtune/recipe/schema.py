@@ -232,10 +232,15 @@ class EvalSection(Section):
     """Demonstration pool (a path or a source mapping, like `data.train`). Default: the
     training split (without the rows held out by `data.eval_fraction`). Rows whose text
     equals the query's are never its demonstrations."""
-    selection: Literal["random", "nearest"] = "random"
-    """How demonstrations are picked for each query: `random` (seeded by `seed`), or
+    selection: Literal["random", "nearest", "store"] = "random"
+    """How demonstrations are picked for each query: `random` (seeded by `seed`),
     `nearest`: the pool rows whose embedding is closest (cosine) to the query's, embedded
-    by `encoder`; the nearest sits right before the query."""
+    by `encoder`; the nearest sits right before the query; or `store`: the nearest chunks
+    of the `eval.store` index (built by `llmtune index` from the pool's file), matched back
+    to pool rows by their text."""
+    store: str | None = None
+    """`selection: store`: the store to search, as `llmtune index --store` names it (a
+    `.db` path, relative to the recipe's folder, or a Milvus server URI)."""
     seed: int = 0
     """Seed of `random` demonstration selection."""
     encoder: str = "minilm"
@@ -288,6 +293,13 @@ class EvalSection(Section):
                                  f"true/false, so quote the word, e.g. 'yes'")
         # Label ids written as integers (`0: terrible`) name the same labels as strings.
         return {str(k): (str(v) if isinstance(v, (int, float)) else v) for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _store_selection(self):
+        if self.selection == "store" and not self.store:
+            raise ValueError("eval.selection 'store' needs eval.store: the store `llmtune index` built from the "
+                             "demonstration file")
+        return self
 
     @model_validator(mode="after")
     def _verbalizers_words(self):

@@ -17,6 +17,7 @@ from llmtune.methods.preference.setup import Setup
 class TrlMethod(Method):
     tasks: ClassVar[frozenset[str]] = frozenset({"preference"})
     trains_itself = True
+    can_merge = True  # a policy is a causal LM: a LoRA one folds in, a full one is plain already
     model_kind: ClassVar[str] = "policy"
     """`policy` (a causal LM) or `reward` (a sequence classifier with one score)."""
     uses_reference: ClassVar[bool] = True
@@ -85,6 +86,20 @@ class TrlMethod(Method):
     def body_source(self, base: str, final_dir: Path) -> str:
         """Without LoRA, final/ holds the whole trained model."""
         return str(final_dir) if (Path(final_dir) / "config.json").exists() else base
+
+    def load(self, body, from_dir: Path, *, causal: bool):
+        """A policy trained with LoRA: its adapter onto the base (a full model was loaded
+        whole through body_source)."""
+        from llmtune.methods.preference._models import is_adapter
+
+        if not is_adapter(from_dir):
+            return body
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(body, str(from_dir))
+
+    def merge(self, body):
+        return body.merge_and_unload() if hasattr(body, "merge_and_unload") else body
 
     def apply(self, body, *, causal: bool):
         raise NotImplementedError(f"method {self.name!r} trains through trl (fit), not the supervised loop")

@@ -1,0 +1,71 @@
+"""The store's embedding model: `llmtune embed`'s loader and `Encoder` (same pooling,
+length-sorted batches, normalisation), plus the chunker on the same tokenizer.
+
+Chunks are embedded from the token ids the chunker cut (wrapped in the model's special
+tokens), so a document is tokenized once; queries are tokenized as `llmtune embed` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmtune.errors import UserError
+from llmtune.index.chunking import Chunker, Piece
+from llmtune.index.settings import StoreSettings, canonical_model
+
+
+@dataclass
+class IndexEncoder:
+    encoder: object
+    """llmtune.models.encoder.Encoder"""
+    chunker: Chunker
+    prefix: list[int]
+    suffix: list[int]
+    settings: StoreSettings
+
+    def embed_pieces(self, pieces: list[Piece]):
+        """(len(pieces), dim) float32 numpy array."""
+        return self.encoder.embed_ids([self.prefix + p.ids + self.suffix for p in pieces]).numpy()
+
+    def embed_queries(self, texts: list[str]):
+        return self.encoder.embed(list(texts))
+
+
+def load_index_encoder(model: str, *, pooling: str | None = None, chunk_tokens: int, overlap: int,
+                       max_length: int | None = None, batch_size: int = 32, index: dict | None = None,
+                       trust_remote_code: bool = False) -> IndexEncoder:
+    """The encoder for a store. `max_length` None: the model's own limit (a new store)."""
+    from llmtune.models.encoder import Encoder
+    from llmtune.embed.loading import load_for_embedding
+
+    loaded = load_for_embedding(model, trust_remote_code=trust_remote_code)
+    pooling = pooling or loaded.pooling or "mean"
+    max_length = max_length or loaded.max_length or 512
+    encoder = Encoder(loaded.tokenizer, loaded.body, pooling=pooling, normalize=True, max_length=max_length,
+                      batch_size=batch_size)
+    prefix, suffix = special_tokens(loaded.tokenizer)
+    if chunk_tokens + len(prefix) + len(suffix) > max_length:
+        raise UserError(f"--chunk-tokens {chunk_tokens}: {model} reads at most {max_length} tokens per text, "
+                        f"{len(prefix) + len(suffix)} of them special; use --chunk-tokens "
+                        f"{max_length - len(prefix) - len(suffix)} or fewer")
+    settings = StoreSettings(model=canonical_model(model), pooling=pooling, normalize=True, max_length=max_length,
+                             chunk_tokens=chunk_tokens, overlap=overlap, dim=encoder.dim)
+    if index is not None:
+        settings.index = dict(index)
+    return IndexEncoder(encoder, Chunker(loaded.tokenizer, chunk_tokens, overlap), prefix, suffix, settings)
+
+
+def encoder_for(settings: StoreSettings, **kw) -> IndexEncoder:
+    """The encoder that built an existing store."""
+    return load_index_encoder(settings.model, pooling=settings.pooling, chunk_tokens=settings.chunk_tokens,
+                              overlap=settings.overlap, max_length=settings.max_length, index=settings.index, **kw)
+
+
+def special_tokens(tok) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text ([CLS] / [SEP] for BERT)."""
+    with_sp = tok("a", add_special_tokens=True)["input_ids"]
+    bare = tok("a", add_special_tokens=False)["input_ids"]
+    for pos in range(len(with_sp) - len(bare) + 1):
+        if with_sp[pos:pos + len(bare)] == bare:
+            return with_sp[:pos], with_sp[pos + len(bare):]
+    return [], []

@@ -1,0 +1,150 @@
+"""Top-k chunks for a query: dense (cosine of normalised vectors), BM25 (Milvus's built-in
+BM25 function on the chunk text), or hybrid.
+
+Hybrid is reciprocal rank fusion (RRF, k=60) of the two ranked lists, each taken to a depth
+of max(k, 100), fused by Milvus (`RRFRanker`). RRF and not a weighted sum because it needs
+no score calibration: BM25 scores are unbounded and vary with the query's length and terms,
+cosine scores sit in a narrow band, so any fixed weight favours one side differently from
+query to query; RRF uses only ranks. docs/indexing.md measures both on Cranfield.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import asdict, dataclass
+
+from llmtune.errors import UserError
+from llmtune.index.settings import StoreSettings, check_request, search_params
+from llmtune.index.store import Store, in_list, parse_location
+
+MODES = ("dense", "bm25", "hybrid")
+RRF_K = 60
+FUSION_DEPTH = 100
+
+
+@dataclass
+class Hit:
+    rank: int
+    score: float
+    source: str
+    locator: str
+    chunk: int
+    start: int
+    end: int
+    text: str
+
+    def where(self) -> str:
+        loc = f" {self.locator}" if self.locator else ""
+        return f"{self.source}{loc} chars {self.start}-{self.end}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_filters(filters: list[str]) -> list[str]:
+    """`source=GLOB` flags -> the globs (several: a chunk matching any of them)."""
+    globs = []
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() != "source" or not value:
+            raise UserError(f"--filter {item!r}: write source=GLOB (e.g. source='*.md' or source='docs/*'); source "
+                            f"is the only field to filter on")
+        globs.append(value)
+    return globs
+
+
+def absolute_glob(pattern: str) -> str:
+    """Sources are absolute paths: a relative pattern is taken from the current folder, and
+    one that starts with a wildcard matches anywhere (`*` also matches `/`)."""
+    if pattern.startswith(("/", "*", "?", "[")):
+        return pattern
+    if pattern.startswith("~"):
+        return os.path.expanduser(pattern)
+    return os.path.join(os.getcwd(), pattern)
+
+
+def open_store(store: str, token: str | None, collection: str) -> tuple[Store, StoreSettings]:
+    """An existing store and its settings (never creates one)."""
+    loc = parse_location(store, token, collection)
+    if loc.local is not None and not loc.local.exists():
+        raise UserError(f"--store {store}: no such store; build it with `llmtune index PATH... --store {store}`")
+    st = Store(loc)
+    settings = st.settings()
+    if settings is None or not st.client.has_collection(st.chunks_name):
+        st.close()
+        raise UserError(f"{loc.describe()}: nothing has been indexed into it; run `llmtune index PATH... "
+                        f"--store {store}` first")
+    return st, settings
+
+
+class Retriever:
+    def __init__(self, store: Store, settings: StoreSettings, *, model: str | None = None, encoder=None,
+                 trust_remote_code: bool = False):
+        if model is not None:
+            check_request(settings, store.loc.describe(), model=model)
+        self.store = store
+        self.settings = settings
+        self._encoder = encoder
+        self._trust = trust_remote_code
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from llmtune.index.encoding import encoder_for
+
+            self._encoder = encoder_for(self.settings, trust_remote_code=self._trust)
+        return self._encoder
+
+    def filter_expr(self, globs: list[str] | None = None) -> str | None:
+        """Chunks a query may see: none of a hidden version, only sources matching a glob.
+        None: no source matches, so nothing can be found."""
+        parts = []
+        hidden = self.store.hidden_versions()
+        if hidden:
+            parts.append(in_list("version", hidden, negate=True))
+        if globs:
+            patterns = [absolute_glob(g) for g in globs]
+            sources = [s for s in self.store.file_states() if any(fnmatch.fnmatchcase(s, p) for p in patterns)]
+            if not sources:
+                return None
+            parts.append(in_list("source", sources))
+        return " and ".join(parts)
+
+    def search(self, queries: list[str], k: int = 10, mode: str = "hybrid", globs: list[str] | None = None,
+               vectors=None) -> list[list[Hit]]:
+        """Top-k hits per query. `vectors`: the queries' embeddings, if already computed."""
+        if mode not in MODES:
+            raise UserError(f"--mode {mode!r}: choose one of {', '.join(MODES)}")
+        if k < 1:
+            raise UserError(f"-k {k}: must be at least 1")
+        expr = self.filter_expr(globs)
+        if expr is None or not queries:
+            return [[] for _ in queries]
+        return self.search_expr(queries, k, mode, expr, vectors)
+
+    def search_expr(self, queries: list[str], k: int, mode: str, expr: str, vectors=None) -> list[list[Hit]]:
+        params = search_params(self.settings.index, k)
+        if mode == "bm25":
+            return [_hits(r, bm25=True) for r in self.store.search_bm25(queries, k, expr)]
+        if vectors is None:
+            vectors = self.encoder.embed_queries(queries)
+        if mode == "dense":
+            return [_hits(r) for r in self.store.search_dense(vectors, k, expr, params)]
+        from pymilvus import RRFRanker
+
+        depth = max(k, FUSION_DEPTH)
+        deep = search_params(self.settings.index, depth)
+        return [_hits(self.store.search_hybrid(v, q, k, depth, expr, deep, RRFRanker(RRF_K)))
+                for q, v in zip(queries, vectors)]
+
+
+def _hits(results, bm25: bool = False) -> list[Hit]:
+    out = []
+    for rank, r in enumerate(results, start=1):
+        e = r["entity"]
+        # Milvus reports BM25 as a positive score, Milvus Lite as its negation (a distance).
+        score = abs(r["distance"]) if bm25 else r["distance"]
+        out.append(Hit(rank, float(score), e["source"], e["locator"], int(e["chunk"]), int(e["start"]),
+                       int(e["end"]), e["text"]))
+    return out

@@ -1,0 +1,163 @@
+"""The index's pure parts: chunk boundaries and overlap, parsing per format, and the IR metrics
+on a hand-checked case. No Milvus, no model weights."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmtune.errors import UserError
+from llmtune.index.chunking import Chunker
+from llmtune.index.formats import Unreadable, read_sections
+from llmtune.index.ir_metrics import evaluate_run, ndcg_at_k, recall_at_k, reciprocal_rank
+
+TEXT = ("Milvus stores vectors. " * 3 + "Boundary-layer transition is long-studied. "
+        + "The quick brown fox jumps over the lazy dog while the naïve café owner watches. " * 6)
+
+
+@pytest.fixture(scope="module")
+def minilm_tok():
+    from llmtune.models.load import load_tokenizer
+
+    return load_tokenizer("minilm")
+
+
+@pytest.fixture(scope="module")
+def bytelevel_tok():
+    from llmtune.models.load import load_tokenizer
+
+    return load_tokenizer("tiny-llama")  # byte-level BPE: some characters are several tokens
+
+
+def _check_pieces(tok, text, pieces, size, overlap):
+    enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    previous = None  # (first token, one past the last) of the previous piece
+    for p in pieces:
+        lo = 0 if previous is None else previous[0] + 1
+        first = next(t for t in range(lo, len(ids)) if offsets[t][0] == p.start and ids[t:t + len(p.ids)] == p.ids)
+        last = first + len(p.ids)
+        assert 1 <= len(p.ids) <= size
+        assert p.end == offsets[last - 1][1], "exact offsets"
+        if previous is None:
+            assert first == 0, "the first window starts at the first token"
+        else:
+            assert first <= previous[1], "no token left out between windows"
+            assert previous[1] - first <= overlap, "overlap at most K tokens"
+            assert offsets[first][0] >= offsets[first - 1][1], "never a cut inside a character"
+        previous = (first, last)
+    assert previous is None or previous[1] == len(ids), "the last window reaches the end"
+
+
+def test_windows_cover_the_text_with_bounded_overlap_and_exact_offsets(minilm_tok):
+    pieces = Chunker(minilm_tok, 16, 4).split(TEXT)
+    assert len(pieces) > 5
+    _check_pieces(minilm_tok, TEXT, pieces, 16, 4)
+    for p in pieces:
+        chunk = TEXT[p.start:p.end]
+        # Boundaries at word starts: the chunk text tokenizes back to exactly its ids.
+        assert minilm_tok(chunk, add_special_tokens=False)["input_ids"] == p.ids
+        assert not chunk[0].isspace() and not chunk[-1].isspace()
+    # Consecutive windows do share tokens (the overlap is used, not just allowed).
+    assert any(a.end > b.start for a, b in zip(pieces, pieces[1:]))
+
+
+def test_a_word_longer_than_the_window_is_cut_between_tokens_only(minilm_tok, bytelevel_tok):
+    # The byte-level tokenizer spends several tokens on each of these characters.
+    for tok, word in ((minilm_tok, "Pneumonoultramicroscopicsilicovolcanoconiosis" * 2), (bytelevel_tok, "ïé" * 40)):
+        text = f"start {word} end"
+        pieces = Chunker(tok, 8, 2).split(text)
+        assert len(pieces) > 3
+        _check_pieces(tok, text, pieces, 8, 2)
+
+
+@settings(max_examples=40, deadline=None)
+@given(words=st.lists(st.sampled_from(["a", "bb", "naïve", "x-y", "42.5", "\n\n", "  ", "Zorblax", "é"]),
+                      max_size=80), size=st.integers(2, 12), overlap_frac=st.floats(0, 0.9))
+def test_chunking_invariants_hold_for_any_text(bytelevel_tok, words, size, overlap_frac):
+    text = " ".join(words)
+    overlap = min(size - 1, int(size * overlap_frac))
+    pieces = Chunker(bytelevel_tok, size, overlap).split(text)
+    if not bytelevel_tok(text, add_special_tokens=False)["input_ids"]:
+        assert pieces == []
+    else:
+        _check_pieces(bytelevel_tok, text, pieces, size, overlap)
+
+
+def test_bad_chunk_settings_are_user_errors(minilm_tok):
+    with pytest.raises(UserError, match="--overlap 8: must be at least 0 and below --chunk-tokens"):
+        Chunker(minilm_tok, 8, 8)
+
+
+def test_html_keeps_visible_text_only():
+    html = (b"<html><head><title>Title</title><style>p {color: red}</style></head><body><h1>Heading</h1>"
+            b"<p>Volcanoes <b>erupt</b> lava.</p><script>var secret = 1;</script><ul><li>one</li><li>two</li></ul>"
+            b"</body></html>")
+    [section] = read_sections("page.html", html)
+    assert section.text == "Heading\nVolcanoes erupt lava.\none\ntwo"
+
+
+def _pdf(pages: list[str]) -> bytes:
+    """A minimal valid PDF, one text line per page (what a PDF writer would emit)."""
+    objs = ["<< /Type /Catalog /Pages 2 0 R >>", None, "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
+    kids = []
+    for text in pages:
+        stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+        objs.append(f"<< /Length {len(stream)} >>\nstream\n{stream.decode()}\nendstream")
+        objs.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {len(objs)} 0 R "
+                    f"/Resources << /Font << /F1 3 0 R >> >> >>")
+        kids.append(f"{len(objs)} 0 R")
+    objs[1] = f"<< /Type /Pages /Kids [{' '.join(kids)}] /Count {len(pages)} >>"
+    out, offsets = b"%PDF-1.4\n", []
+    for n, body in enumerate(objs, start=1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n{body}\nendobj\n".encode()
+    xref = len(out)
+    out += f"xref\n0 {len(objs) + 1}\n0000000000 65535 f \n".encode()
+    out += "".join(f"{o:010d} 00000 n \n" for o in offsets).encode()
+    out += f"trailer\n<< /Size {len(objs) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    return out
+
+
+def test_pdf_pages_are_sections_and_a_corrupt_pdf_is_unreadable():
+    sections = read_sections("doc.pdf", _pdf(["Lift and drag of wings.", "Boundary layers."]))
+    assert [(s.text.strip(), s.locator) for s in sections] == [("Lift and drag of wings.", "page=1"),
+                                                               ("Boundary layers.", "page=2")]
+    with pytest.raises(Unreadable, match="not a readable PDF"):
+        read_sections("bad.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 9 0 R")
+
+
+def test_binary_text_files_and_unknown_suffixes_are_unreadable():
+    with pytest.raises(Unreadable, match="binary content"):
+        read_sections("x.txt", b"abc\x00\x01\x02")
+    with pytest.raises(Unreadable, match="not UTF-8 text"):
+        read_sections("x.md", b"caf\xe9")
+    with pytest.raises(Unreadable, match="unsupported file type '.png'"):
+        read_sections("x.png", b"\x89PNG")
+
+
+def test_table_rows_are_sections_with_their_ids(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"body": "first", "key": "a"}\n\n{"body": "second", "key": "b"}\n')
+    sections = read_sections(path, path.read_bytes(), text_column="body", id_column="key")
+    assert [(s.text, s.locator) for s in sections] == [("first", "key=a"), ("second", "key=b")]
+    with pytest.raises(Unreadable, match=r"line 1: no column 'text'"):
+        read_sections(path, path.read_bytes())
+
+
+def test_ir_metrics_on_a_hand_checked_case():
+    qrels = {"d1": 3, "d2": 2, "d3": 1, "d9": 0}
+    ranked = ["d2", "x", "d1", "d9"]
+    # DCG = 2/log2(2) + 0 + 3/log2(4) = 2 + 1.5; ideal = 3 + 2/log2(3) + 1/log2(4) = 3 + 1.26186 + 0.5.
+    assert ndcg_at_k(ranked, qrels, 10) == pytest.approx(3.5 / (3 + 2 / math.log2(3) + 0.5))
+    assert 3 + 2 / math.log2(3) + 0.5 == pytest.approx(4.7618595)
+    assert ndcg_at_k(ranked, qrels, 1) == pytest.approx(2 / 3)
+    assert recall_at_k(ranked, qrels, 3) == pytest.approx(2 / 3)
+    assert reciprocal_rank(ranked, qrels) == 1.0 and reciprocal_rank(["x", "y", "d3"], qrels) == pytest.approx(1 / 3)
+    run = {"q1": ranked, "q2": ["a"], "q3": ["b"]}
+    out = evaluate_run(run, {"q1": qrels, "q2": {"a": 1}, "q3": {"z": 0}})
+    assert out["queries"] == 2  # q3 has no relevant document: not averaged
+    assert out["mrr"] == pytest.approx(1.0) and out["recall@100"] == pytest.approx((2 / 3 + 1) / 2)
