@@ -40,7 +40,8 @@ class TaskModel(nn.Module):
         if task == "classification":
             hidden = body.config.hidden_size
             self.dropout = nn.Dropout(head_dropout)
-            self.head = nn.Linear(hidden, num_labels)
+            # In the body's dtype: float32 by default, bf16 under "pure bf16" (models/precision.py).
+            self.head = nn.Linear(hidden, num_labels, dtype=getattr(body, "dtype", None))
 
     @property
     def is_causal(self) -> bool:

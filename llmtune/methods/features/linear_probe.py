@@ -73,7 +73,7 @@ class LinearProbe(Method):
         trainable, total = model.head.weight.numel() + model.head.bias.numel(), _count(model)
         job.begin({"data_fingerprint": data.fingerprint, "data_summary": data.summary,
                    "tokenizer_hash": tokenizer_fingerprint(tok), "trainable_parameters": trainable,
-                   "total_parameters": total})
+                   "total_parameters": total, "precision": _probe_precision(r.model.dtype)})
 
         t0 = time.perf_counter()
         feats, hits = self._features(r, model, tok, data)
@@ -124,6 +124,15 @@ class LinearProbe(Method):
             key = features_key(model=fingerprint, pooling=r.model.pooling, token_ids=token_ids_digest(ids))
             out[split], hits[split] = cached_features(key, len(ids), lambda ids=ids: encoder.embed_ids(ids).numpy())
         return out, hits
+
+
+def _probe_precision(model_dtype: str) -> dict:
+    """The encoder runs (frozen) in the policy's weights dtype; the probe is fit in float64."""
+    from llmtune.models.precision import precision_record
+
+    record = precision_record(model_dtype, "fp32")
+    return {**record, "trainable_dtype": "float64", "policy": f"{record['weights_dtype']} frozen features, "
+                                                              f"float64 probe"}
 
 
 def _count(model) -> int:
