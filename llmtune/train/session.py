@@ -16,6 +16,7 @@ from llmtune.errors import TrainingDiverged, UserError
 from llmtune.methods.base import Outcome
 from llmtune.methods.registry import method_for
 from llmtune.models.precision import precision_record
+from llmtune.models.public_name import publish_base_name
 from llmtune.models.task_model import write_info
 from llmtune.train import manifest as mf
 from llmtune.train.distributed import is_main_process
@@ -174,6 +175,7 @@ class RunSession:
             outcome.save(folder)
         else:
             save_trained(outcome.model, method, folder)
+        publish_base_name(folder)  # a peft adapter names its base by its public name, not a local path
         outcome.tokenizer.save_pretrained(folder)
         r = self.recipe
         m = r.model
