@@ -185,3 +185,22 @@ def test_public_name_of_local_folders(tmp_path):
     assert public_name(str(minilm_path())) == "sentence-transformers/all-MiniLM-L6-v2"
     assert public_name("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
     assert public_name("") == ""
+
+
+def test_a_biased_decoder_head_from_an_older_run_still_loads_and_exports_as_body_plus_head(tmp_path):
+    from safetensors.torch import save_file
+
+    from llmtune.models.builtin import build_tiny, load_tiny_tokenizer
+    from llmtune.models.task_model import HEAD_FILE, TaskModel
+    from llmtune.runs.export_classifier import reference_logits, write_stock_classifier
+
+    model = TaskModel(build_tiny("tiny-llama", "classification"), "classification", num_labels=2, pooling="last")
+    assert model.head.bias is None
+    save_file({"weight": torch.randn(2, 64), "bias": torch.randn(2)}, str(tmp_path / HEAD_FILE))
+    model.load_head(tmp_path)  # a head.safetensors written before decoder heads lost their bias
+    assert model.head.bias is not None
+    tok = load_tiny_tokenizer()
+    out = tmp_path / "out"
+    out.mkdir()
+    stock = write_stock_classifier(model, model.body, tok, ["0", "1"], out, reference_logits(model, tok))
+    assert stock.cls is None and "has a bias" in stock.why_not and not any(out.iterdir())

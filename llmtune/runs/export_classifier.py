@@ -51,8 +51,11 @@ def write_stock_classifier(model, body, tok, labels: list[str], folder: Path, re
     from llmtune.models.stock_head import stock_classifier, why_not_stock
 
     cls = stock_classifier(body.config, model.pooling)
-    if cls is None or model.head.bias is not None:
+    if cls is None:
         return StockExport(None, None, why_not_stock(body.config, model.pooling))
+    if model.head.bias is not None:
+        return StockExport(None, None, f"this run's head has a bias (trained before llmtune's decoder heads with "
+                                       f"pooling last dropped it), which {cls.__name__}'s bias-free score cannot hold")
     _save(cls, body, model.head, tok, labels, folder)
     diff = _check(folder, tok, reference)
     dtype = str(next(body.parameters()).dtype).removeprefix("torch.")
