@@ -4,7 +4,7 @@ weights, the same logged losses and the same final eval as a run that was never 
 The kill is a real SIGKILL sent by this test to a real `llmtune train` process. The process
 is held (LLMTUNE_HOLD_AT_STEP) at a randomly chosen step after its first checkpoint, in the
 middle of a gradient-accumulation window, so the kill lands where the test says and never
-races the end of the run. Dropout is on, grad_accum > 1, warmup + decay schedule, AdamW.
+races the end of the run. The step's seed is printed; LLMTUNE_KILL_SEED=N replays it. Dropout is on, grad_accum > 1, warmup + decay schedule, AdamW.
 """
 
 from __future__ import annotations
@@ -103,6 +103,31 @@ def sft_recipe(tmp_path: Path) -> dict:
     }
 
 
+KILL_SEED_ENV = "LLMTUNE_KILL_SEED"
+
+
+def kill_step(first_save: int, total: int) -> int:
+    """The step the run is killed at, drawn from a seed that is printed (pytest shows it with a
+    failure) and can be given back through LLMTUNE_KILL_SEED to replay that exact kill."""
+    given = os.environ.get(KILL_SEED_ENV)
+    seed = int(given) if given else random.SystemRandom().randrange(2**32)
+    step = random.Random(seed).randrange(first_save, total - 1)
+    print(f"kill at step {step} (of {total}), drawn with seed {seed}; replay with {KILL_SEED_ENV}={seed}")
+    return step
+
+
+def test_kill_step_is_seeded_printed_and_replayable(monkeypatch, capsys):
+    monkeypatch.setenv(KILL_SEED_ENV, "1234")
+    steps = {kill_step(2, 10) for _ in range(5)}
+    assert len(steps) == 1 and 2 <= steps.pop() < 9
+    assert f"{KILL_SEED_ENV}=1234" in capsys.readouterr().out
+    monkeypatch.delenv(KILL_SEED_ENV)
+    kill_step(2, 10)
+    seed = capsys.readouterr().out.rsplit("=", 1)[1].strip()
+    monkeypatch.setenv(KILL_SEED_ENV, seed)  # the printed seed replays the same draw
+    assert kill_step(2, 10) == random.Random(int(seed)).randrange(2, 9)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("make_recipe", [classification_recipe, sft_recipe], ids=["full-bert", "lora-llama"])
 def test_sigkill_then_resume_matches_uninterrupted_run(make_recipe, tmp_path, write_recipe, cli):
@@ -116,7 +141,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(make_recipe, tmp_path, wr
     first_save = recipe_dict["train"]["save_every"]
     # After the first checkpoint and (so that some work is lost) not on a save boundary
     # only by chance; never the last step.
-    hold_at = random.randrange(first_save, total - 1)
+    hold_at = kill_step(first_save, total)
 
     log = tmp_path / "killed.log"
     proc = start_train(recipe, cut, log, hold_at)

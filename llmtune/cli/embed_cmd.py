@@ -20,8 +20,10 @@ def embed(
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Column holding row ids (default: the row "
                                                                       "index)."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, cls, last or max. Default: the run's "
-                                                                  "pooling, else mean."),
-    normalize: bool = typer.Option(False, "--normalize", help="Scale every vector to unit length (cosine = dot)."),
+                                          "pooling, a sentence-transformers folder's own (modules.json), else mean."),
+    normalize: Optional[bool] = typer.Option(None, "--normalize/--no-normalize", help="Scale every vector to unit "
+                                             "length (cosine = dot). Default: what a sentence-transformers folder's "
+                                             "pipeline does (MiniLM normalises), else not."),
     max_length: Optional[int] = typer.Option(None, "--max-length", min=1, help="Tokens per text; longer texts are "
                                              "cut. Default: a run's data.max_length, else the model's limit."),
     truncation_side: str = typer.Option("right", "--truncation-side", help="Which end of a long text is cut: "

@@ -2,7 +2,9 @@
 
 A run directory is loaded the way `llmtune eval` loads it (base model + what the method
 saved), then merged into plain weights when the method can merge (a LoRA run embeds as
-fast as its base model). The run's pooling becomes the default.
+fast as its base model). The run's pooling becomes the default. A sentence-transformers
+folder (the built-in `minilm` is one) defaults to what its own pipeline does: the pooling
+and normalisation its modules.json lists (embed/st_pipeline.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ class Loaded:
     """Default truncation length: a run's data.max_length; for a model, the longest input
     it was made for (sentence-transformers config, else the tokenizer/position limit)."""
     info: dict = field(default_factory=dict)
+    normalize: bool | None = None
+    """Whether the model's own pipeline normalises (a sentence-transformers folder's
+    Normalize module); None when it does not say."""
+    differs: list[str] = field(default_factory=list)
+    """Modules of the model's own pipeline that llmtune does not run."""
 
 
 def run_dir_of(source: str) -> Path | None:
@@ -43,12 +50,17 @@ def load_for_embedding(source: str, *, trust_remote_code: bool = False) -> Loade
     run = run_dir_of(source)
     if run is not None:
         return _load_run(run, source)
-    from llmtune.models.load import load_body, load_tokenizer
+    from llmtune.embed.st_pipeline import read_pipeline
+    from llmtune.models.load import load_body, load_tokenizer, resolve_source
 
     tok = load_tokenizer(source, trust_remote_code)
     # "classification" asks for the bare transformer: hidden states out, no LM head.
     body = load_body(source, "classification", trust_remote_code=trust_remote_code)
-    return Loaded(tok, body, source, max_length=_model_max_length(source, tok, body))
+    loaded = Loaded(tok, body, source, max_length=_model_max_length(source, tok, body))
+    pipeline = read_pipeline(Path(resolve_source(source)).expanduser())
+    if pipeline is not None:  # a sentence-transformers folder: its own pooling and normalisation by default
+        loaded.pooling, loaded.normalize, loaded.differs = pipeline.pooling, pipeline.normalize, pipeline.unsupported
+    return loaded
 
 
 def _load_run(run: Path, source: str) -> Loaded:

@@ -20,12 +20,14 @@ def default_output(input_path: Path) -> Path:
 
 
 def embed_file(model: str, input_path: Path, out: Path | None = None, *, text_column: str = "text",
-               id_column: str | None = None, pooling: str | None = None, normalize: bool = False,
+               id_column: str | None = None, pooling: str | None = None, normalize: bool | None = None,
                max_length: int | None = None, truncation_side: str = "right", batch_size: int = 32,
                precision: str = "auto", chunk_rows: int = CHUNK_ROWS, trust_remote_code: bool = False,
                reporter: Reporter | None = None) -> dict:
     """Embed every row of `input_path` with `model` (a model name or a run directory) into
-    `out`. Returns a summary (rows, dim, settings, timings)."""
+    `out`. `pooling` and `normalize` default to the model's own (a run's pooling; a
+    sentence-transformers folder's pipeline), else mean pooling without normalising. Returns
+    a summary (rows, dim, settings, timings)."""
     from llmtune.models.encoder import Encoder
     from llmtune.embed.loading import load_for_embedding
 
@@ -35,6 +37,11 @@ def embed_file(model: str, input_path: Path, out: Path | None = None, *, text_co
     out = output_path(Path(out) if out is not None else default_output(input_path))
     start = time.perf_counter()
     loaded = load_for_embedding(model, trust_remote_code=trust_remote_code)
+    if normalize is None:
+        normalize = bool(loaded.normalize)
+    if loaded.differs and pooling is None:
+        rep.warn(f"{model}: its sentence-transformers pipeline has {', '.join(loaded.differs)}, which llmtune "
+                 f"does not run; these vectors differ from SentenceTransformer(...).encode")
     encoder = Encoder(loaded.tokenizer, loaded.body, pooling=pooling or loaded.pooling or "mean",
                       normalize=normalize, max_length=max_length or loaded.max_length or 512,
                       truncation_side=truncation_side, batch_size=batch_size, precision=precision)

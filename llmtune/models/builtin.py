@@ -15,6 +15,8 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TINY_TOKENIZER = ASSETS / "tiny_tokenizer"
 
 BUILTIN_NAMES = ("minilm", "tiny-llama", "tiny-gpt2", "tiny-bert")
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+"""The public name of the bundled encoder: what saved adapters record as their base model."""
 
 
 def is_builtin(name: str) -> bool:

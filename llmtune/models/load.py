@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llmtune.errors import UserError
 from llmtune.models import builtin
+from llmtune.models.precision import weights_dtype
 
 CAUSAL_TASKS = frozenset({"causal_lm", "sft", "preference", "unpaired_preference", "prompts"})
 
@@ -55,19 +56,17 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | N
 def load_body(name: str, task: str, *, trust_remote_code: bool = False, revision: str | None = None,
               dtype: str = "auto", source: str | Path | None = None):
     """The transformer for `task`: a causal LM for generation tasks, the bare encoder/decoder
-    (hidden states out) for classification, where llmtune adds its own pooled head."""
-    import torch
+    (hidden states out) for classification, where llmtune adds its own pooled head. Weights
+    come in the dtype of the precision policy (models/precision.py): float32 unless `dtype`
+    asks for bfloat16 or float16."""
     from transformers import AutoModel, AutoModelForCausalLM
 
     if source is None and name in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
-        return builtin.build_tiny(name, task)
+        return builtin.build_tiny(name, task).to(weights_dtype(dtype))
     src = str(source) if source is not None else resolve_source(name)
     cls = AutoModelForCausalLM if task in CAUSAL_TASKS else AutoModel
-    torch_dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16,
-                   "float16": torch.float16}[dtype]
-    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision}
-    if torch_dtype is not None:
-        kwargs["dtype"] = torch_dtype
+    # Always a dtype: without one transformers 5 loads a checkpoint in the dtype it was saved in.
+    kwargs = {"trust_remote_code": trust_remote_code, "revision": revision, "dtype": weights_dtype(dtype)}
     try:
         return cls.from_pretrained(src, **kwargs)
     except (OSError, ValueError) as exc:

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from llmtune.models.stock_head import stock_classifier
+
 HEAD_FILE = "head.safetensors"
 INFO_FILE = "llmtune.json"
 
@@ -40,7 +42,11 @@ class TaskModel(nn.Module):
         if task == "classification":
             hidden = body.config.hidden_size
             self.dropout = nn.Dropout(head_dropout)
-            self.head = nn.Linear(hidden, num_labels)
+            # In the body's dtype: float32 by default, bf16 under "pure bf16" (models/precision.py).
+            # No bias where a stock transformers classifier is exactly this head (a decoder with
+            # pooling last: models/stock_head.py), so a merged export loads with transformers alone.
+            bias = stock_classifier(body.config, pooling) is None
+            self.head = nn.Linear(hidden, num_labels, bias=bias, dtype=getattr(body, "dtype", None))
 
     @property
     def is_causal(self) -> bool:
@@ -57,7 +63,7 @@ class TaskModel(nn.Module):
         return loss, logits
 
     # The head is stored beside whatever the method saves for the body, as plain
-    # safetensors (weight, bias) that any tool can read.
+    # safetensors (weight, and bias where the head has one) that any tool can read.
     def save_head(self, out_dir: Path) -> None:
         if self.head is None:
             return
@@ -71,7 +77,12 @@ class TaskModel(nn.Module):
             return
         from safetensors.torch import load_file
 
-        self.head.load_state_dict(load_file(str(Path(from_dir) / HEAD_FILE)))
+        state = load_file(str(Path(from_dir) / HEAD_FILE))
+        if ("bias" in state) != (self.head.bias is not None):
+            # A run trained before decoder heads with pooling last lost their bias: build it as saved.
+            w = self.head.weight
+            self.head = nn.Linear(w.shape[1], w.shape[0], bias="bias" in state, dtype=w.dtype, device=w.device)
+        self.head.load_state_dict(state)
 
     def trainable_parameters(self) -> tuple[int, int]:
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from llmtune.errors import RecipeError
 from llmtune.recipe.schema import Recipe
-from llmtune.recipe.yaml_lines import line_for, load_yaml_with_lines
+from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_lines
+
+MAX_RECIPE_BYTES = 256 * 1024
+"""A recipe is a few small sections: a larger file is a mistake (a data file passed as the
+recipe), refused before the pure-Python YAML parser spends minutes and memory on it."""
 
 
 @dataclass
@@ -29,6 +32,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file; check the path")
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise RecipeError(f"{path}: {size:,} bytes is too large for a recipe (at most {MAX_RECIPE_BYTES:,}); "
+                          f"is this a data file? Data goes under `data.train`")
     raw_bytes = path.read_bytes()
     try:
         text = raw_bytes.decode("utf-8")
@@ -55,18 +62,18 @@ def recipe_from_dict(
     raw = copy.deepcopy(raw)
     _expand_shorthand(raw)
     problems: list[str] = []
-    override_paths: set[tuple] = set()
+    owner: dict[tuple, str] = {}  # key path -> the --set key answerable for errors under it
     for item in overrides or []:
         try:
             keypath = apply_override(raw, item)
-            override_paths.add(keypath)
+            owner[keypath] = item.partition("=")[0].strip()
         except ValueError as exc:
-            problems.append(f"--set {item}: {exc}")
+            problems.append(f"--set {_short_repr(item)[1:-1]}: {exc}")
 
     def where(loc: tuple) -> str:
         for n in range(len(loc), 0, -1):
-            if tuple(loc[:n]) in override_paths:
-                return f"--set {'.'.join(map(str, loc[:n]))}"
+            if tuple(loc[:n]) in owner:
+                return f"--set {_short_repr(owner[tuple(loc[:n])])[1:-1]}"
         line = line_for(lines, loc)
         return f"{source}:{line}" if line else source
 
@@ -82,39 +89,39 @@ def recipe_from_dict(
         problems.extend(_cross_checks(recipe, where))
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
-        raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", problems)
+        raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", _first(problems))
     recipe = resolve_paths(recipe, (base_dir or Path.cwd()).absolute())
     return LoadedRecipe(recipe=recipe, path=Path(source) if source != "<recipe>" else None, raw=raw)
 
 
 def apply_override(raw: dict, item: str) -> tuple:
-    """`train.lr=1e-4` sets raw['train']['lr'] = 1e-4 (the value is parsed as YAML)."""
+    """`train.lr=1e-4` sets raw['train']['lr'] = 1e-4 (the value is parsed as YAML). Returns
+    the key path this override is answerable for: the first section it had to create, or
+    the whole path."""
     if "=" not in item:
         raise ValueError("expected KEY.PATH=VALUE, e.g. train.lr=1e-4")
     key, _, value = item.partition("=")
     parts = [p for p in key.strip().split(".")]
     if not all(parts):
         raise ValueError("empty key in the path; expected KEY.PATH=VALUE")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+    parsed = load_yaml_value(value) if value.strip() else None
     if isinstance(parsed, str):
         # YAML 1.1 reads `1e-4` (no dot) as a string; on a command line it means a number.
         try:
             parsed = float(parsed) if parsed.strip().lower() not in ("nan", "inf", "-inf", "infinity") else parsed
         except ValueError:
             pass
-    node = raw
-    for part in parts[:-1]:
+    node, created = raw, None
+    for i, part in enumerate(parts[:-1]):
         child = node.get(part)
         if child is None:
             child = node[part] = {}
+            created = created or tuple(parts[: i + 1])  # errors inside a new section are this --set's
         if not isinstance(child, dict):
             raise ValueError(f"{part!r} is not a section")
         node = child
     node[parts[-1]] = parsed
-    return tuple(parts)
+    return created or tuple(parts)
 
 
 def _clean_loc(loc: tuple, raw: dict) -> tuple:
@@ -137,7 +144,18 @@ def _expand_shorthand(raw: dict) -> None:
 
 
 def _dotted(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+    return ".".join(_short_repr(p)[1:-1] if isinstance(p, str) else str(p) for p in loc) or "(top level)"
+
+
+MAX_LISTED_PROBLEMS = 50
+
+
+def _first(problems: list[str]) -> list[str]:
+    """The first problems, then a count: a generated recipe can have thousands of bad keys."""
+    if len(problems) <= MAX_LISTED_PROBLEMS:
+        return problems
+    rest = len(problems) - MAX_LISTED_PROBLEMS
+    return problems[:MAX_LISTED_PROBLEMS] + [f"... and {rest} more; fix these and validate again"]
 
 
 def _describe(err: dict, loc: tuple, raw: dict) -> str:

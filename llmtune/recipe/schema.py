@@ -24,7 +24,11 @@ class ModelSection(Section):
     trust_remote_code: bool = False
     """Run model code shipped with the checkpoint. Only set this for models you trust."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Weights dtype at load time. `auto` keeps float32 on CPU."""
+    """Weights dtype. `auto` (or `float32`): every weight in float32 whatever dtype the
+    checkpoint was saved in, trained under bf16 autocast where the hardware has it
+    (`train.precision: auto`): "fp32 master + bf16 autocast". `bfloat16`/`float16`: every
+    weight, trainable ones included, in that dtype ("pure bf16"; AdamW steps bf16 weights).
+    manifest.json records the policy under `precision`."""
     pooling: Literal["mean", "cls", "last", "max"] = "mean"
     """How a classification head reads the sequence: mean over real tokens (right for
     sentence-embedding encoders like MiniLM), the first token, the last real token (decoder

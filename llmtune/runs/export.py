@@ -3,11 +3,13 @@
 Two forms:
 - merged (`--merge`, methods with `can_merge`): the method is folded into the base
   weights and written as a plain transformers folder (model + tokenizer) that loads with
-  `AutoModel*.from_pretrained` alone, no llmtune or peft. A classification head is not
-  part of any transformers class here, so it goes beside the model as head.safetensors
-  (weight, bias) with llmtune.json saying how to pool.
+  `AutoModel*.from_pretrained` alone, no llmtune or peft. A classification head that a stock
+  class reproduces (a decoder with pooling last: models/stock_head.py) is written as that
+  `*ForSequenceClassification` class, checked by scoring sample inputs both ways; any other
+  head goes beside the body as head.safetensors with llmtune.json saying how to pool.
 - adapter-only (the default, and the only form for methods that cannot merge): what the
-  method saved (only what trained, plus head, tokenizer and llmtune.json), copied out.
+  method saved (only what trained, plus head, tokenizer and llmtune.json), copied out; a
+  causal soft prompt also in peft's prompt-tuning format.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from llmtune.errors import UserError
+from llmtune.models.public_name import publish_base_name
 from llmtune.models.task_model import INFO_FILE, write_info
 from llmtune.runs.open import open_run
 
@@ -39,14 +42,14 @@ def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, report
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         if merge:
-            files = _write_merged(target, tmp, run_dir)
+            files, message = _write_merged(target, tmp, run_dir)
             form = "merged"
-            message = (f"merged {method.name} into the base weights of {r.model.name}: a plain transformers "
-                       f"folder (load it with transformers' {_loader_hint(r.data.task)}.from_pretrained)")
         else:
             files = _write_adapter_only(final, tmp, run_dir)
             form = "adapter-only"
             message = _adapter_only_message(method, r.model.name, run_dir, final)
+            if hasattr(method, "to_peft"):
+                files, message = _add_peft_form(target, tmp, run_dir, message)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -90,31 +93,65 @@ def _adapter_only_message(method, base: str, run_dir: Path, final: Path) -> str:
             f"folder holds only what it trained, to load onto {base} with llmtune")
 
 
-def _loader_hint(task: str) -> str:
-    return "AutoModel" if task == "classification" else "AutoModelForCausalLM"
-
-
 def _write_adapter_only(final: Path, tmp: Path, run_dir: Path) -> list[str]:
     shutil.copytree(final, tmp)
+    publish_base_name(tmp)  # runs saved before adapters named their base publicly
     _stamp_info(tmp, run_dir, merged=False)
     return sorted(p.name for p in tmp.iterdir())
 
 
-def _write_merged(target, tmp: Path, run_dir: Path) -> list[str]:
-    final = target.final
+def _add_peft_form(target, tmp: Path, run_dir: Path, message: str) -> tuple[list[str], str]:
+    """Methods that have a peft equivalent (soft prompts: prompt tuning) add it beside their own files."""
+    method, causal = target.method, target.recipe.data.task != "classification"
+    if causal and method.to_peft(target.trained_model().body, tmp, causal=causal):
+        publish_base_name(tmp)
+        _stamp_info(tmp, run_dir, merged=False, loads_with="peft PeftModel.from_pretrained(base, folder)")
+        message = (f"{message}; the folder also holds the prompt in peft's prompt-tuning format "
+                   f"(adapter_config.json, adapter_model.safetensors): PeftModel.from_pretrained(base, folder) "
+                   f"loads it, its logits carry the {method.config.num_virtual_tokens} virtual positions first")
+    else:
+        message = (f"{message}; no peft form for a classification soft prompt (peft would hand a stock "
+                   f"classifier inputs_embeds, and no stock class is llmtune's pooled head)")
+    return sorted(p.name for p in tmp.iterdir()), message
+
+
+def _write_merged(target, tmp: Path, run_dir: Path) -> tuple[list[str], str]:
+    from llmtune.runs.export_classifier import reference_logits, write_stock_classifier
+
+    final, method, base = target.final, target.method, target.recipe.model.name
     model, tok = target.trained_model(), target.tokenizer()
-    body = target.method.merge(model.body)
+    classification = target.recipe.data.task == "classification"
+    reference = reference_logits(model, tok) if classification else None
+    body = method.merge(model.body)
     tmp.mkdir(parents=True)
-    body.save_pretrained(tmp)
+    stock = write_stock_classifier(model, body, tok, target.labels, tmp, reference) if classification else None
+    if stock is None or stock.cls is None:
+        body.save_pretrained(tmp)
+        model.save_head(tmp)
     tok.save_pretrained(tmp)
-    model.save_head(tmp)
     shutil.copy2(final / INFO_FILE, tmp / INFO_FILE)
-    _stamp_info(tmp, run_dir, merged=True)
-    return sorted(p.name for p in tmp.iterdir())
+    merged = f"merged {method.name} into the base weights of {base}"
+    if stock is None:
+        loads_with = "AutoModelForCausalLM.from_pretrained(folder)"
+        message = f"{merged}: a plain transformers folder (load it with transformers' {loads_with})"
+    elif stock.cls is not None:
+        loads_with = "AutoModelForSequenceClassification.from_pretrained(folder)"
+        message = (f"{merged}: a {stock.cls} folder, its score layer the trained head; transformers' {loads_with} "
+                   f"loads it and scores as llmtune does (checked on sample inputs: max |logit difference| "
+                   f"{stock.max_abs_diff:.1e})")
+    else:
+        loads_with = "AutoModel.from_pretrained(folder) + head.safetensors on the pooled hidden states"
+        message = (f"{merged}: the body is a plain transformers folder (AutoModel.from_pretrained), but the head "
+                   f"stays head.safetensors (weight, bias), because {stock.why_not}; apply it to the "
+                   f"{model.pooling}-pooled last hidden states, as llmtune.json records")
+    _stamp_info(tmp, run_dir, merged=True, loads_with=loads_with)
+    return sorted(p.name for p in tmp.iterdir()), message
 
 
-def _stamp_info(folder: Path, run_dir: Path, merged: bool) -> None:
+def _stamp_info(folder: Path, run_dir: Path, merged: bool, loads_with: str | None = None) -> None:
     path = folder / INFO_FILE
     info = json.loads(path.read_text()) if path.exists() else {}
     info["export"] = {"from_run": str(Path(run_dir).resolve()), "merged": merged}
+    if loads_with:
+        info["export"]["loads_with"] = loads_with
     write_info(folder, info)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmtune.models.build import build_task_model
+from llmtune.models.precision import keep_all_in, keep_trainable_in
 
 
 def prepare_for_training(model, method) -> None:
@@ -19,6 +20,7 @@ def prepare_for_training(model, method) -> None:
 def build_for_training(recipe, method, labels: list[str] | None):
     model = build_task_model(recipe, labels)
     prepare_for_training(model, method)
+    keep_trainable_in(model, recipe.model.dtype)  # the precision the manifest records
     return model
 
 
@@ -40,4 +42,5 @@ def load_trained(recipe, method, final: Path, labels: list[str] | None):
     source = method.body_source(recipe.model.name, final)
     model = build_task_model(recipe, labels, body_source=None if source == recipe.model.name else source)
     load_into(model, method, final)
+    keep_all_in(model, recipe.model.dtype)
     return model

@@ -51,9 +51,10 @@ class Position:
 def accelerator_for(precision: str):
     from accelerate import Accelerator
 
+    from llmtune.models.precision import autocast_precision  # the manifest's `precision` record reads it too
+
     cuda = torch.cuda.is_available()
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    precision = autocast_precision(precision)
     return Accelerator(mixed_precision="no" if precision == "fp32" else precision, cpu=not cuda)
 
 

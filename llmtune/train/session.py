@@ -15,6 +15,8 @@ from pathlib import Path
 from llmtune.errors import TrainingDiverged, UserError
 from llmtune.methods.base import Outcome
 from llmtune.methods.registry import method_for
+from llmtune.models.precision import precision_record
+from llmtune.models.public_name import publish_base_name
 from llmtune.models.task_model import write_info
 from llmtune.train import manifest as mf
 from llmtune.train.distributed import is_main_process
@@ -72,7 +74,7 @@ class RunSession:
         r = self.recipe
         self.manifest = mf.build_manifest(self.recipe_path, r.train.seed, {
             "method": r.method.name, "task": r.data.task, "model": r.model.name, "recipe_hash": mf.recipe_hash(r),
-            "status": "running", **manifest})
+            "status": "running", "precision": precision_record(r.model.dtype, r.train.precision), **manifest})
         if "trainable_parameters" in manifest:
             self.manifest["trainable_percent"] = 100 * manifest["trainable_parameters"] / manifest["total_parameters"]
             self.reporter.log(f"method {r.method.name}: {manifest['trainable_parameters']:,} trainable of "
@@ -173,6 +175,7 @@ class RunSession:
             outcome.save(folder)
         else:
             save_trained(outcome.model, method, folder)
+        publish_base_name(folder)  # a peft adapter names its base by its public name, not a local path
         outcome.tokenizer.save_pretrained(folder)
         r = self.recipe
         m = r.model

@@ -70,10 +70,11 @@ class LinearProbe(Method):
         model = build_task_model(r, data.labels)
         model.body = self.apply(model.body, causal=False)
         model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
-        trainable, total = model.head.weight.numel() + model.head.bias.numel(), _count(model)
+        has_bias = model.head.bias is not None  # no bias on decoders with pooling last (models/stock_head.py)
+        trainable, total = sum(p.numel() for p in model.head.parameters()), _count(model)
         job.begin({"data_fingerprint": data.fingerprint, "data_summary": data.summary,
                    "tokenizer_hash": tokenizer_fingerprint(tok), "trainable_parameters": trainable,
-                   "total_parameters": total})
+                   "total_parameters": total, "precision": _probe_precision(r.model.dtype)})
 
         t0 = time.perf_counter()
         feats, hits = self._features(r, model, tok, data)
@@ -85,11 +86,12 @@ class LinearProbe(Method):
         t1 = time.perf_counter()
         y = torch.tensor([e["label"] for e in data.train])
         weight, bias, fit_info = fit_logistic_regression(torch.from_numpy(feats["train"]), y, len(data.labels),
-                                                         self.config.l2, self.config.max_iter)
+                                                         self.config.l2, self.config.max_iter, fit_bias=has_bias)
         fit_seconds = time.perf_counter() - t1
         with torch.no_grad():
             model.head.weight.copy_(weight.to(model.head.weight))
-            model.head.bias.copy_(bias.to(model.head.bias))
+            if has_bias:
+                model.head.bias.copy_(bias.to(model.head.bias))
         steps = fit_info["iterations"]
         train_acc = _accuracy(weight, bias, torch.from_numpy(feats["train"]), y)
         job.log({"step": steps, "loss": fit_info["loss"], "train_accuracy": train_acc})
@@ -126,27 +128,37 @@ class LinearProbe(Method):
         return out, hits
 
 
+def _probe_precision(model_dtype: str) -> dict:
+    """The encoder runs (frozen) in the policy's weights dtype; the probe is fit in float64."""
+    from llmtune.models.precision import precision_record
+
+    record = precision_record(model_dtype, "fp32")
+    return {**record, "trainable_dtype": "float64", "policy": f"{record['weights_dtype']} frozen features, "
+                                                              f"float64 probe"}
+
+
 def _count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def fit_logistic_regression(features, labels, num_classes: int, l2: float, max_iter: int):
+def fit_logistic_regression(features, labels, num_classes: int, l2: float, max_iter: int, fit_bias: bool = True):
     """Multinomial logistic regression, full-batch L-BFGS in float64.
 
     Minimises mean cross-entropy + l2/2 * |W|^2 on standardised features, then folds the
     standardisation into the weights. Returns (weight (k, d), bias (k,), info) in float32
-    for the raw features."""
+    for the raw features. With `fit_bias=False` the features are scaled but not centred and the
+    bias stays zero (the head of a decoder with pooling last has none)."""
     import torch
     from torch.nn import functional as F
 
     x = features.double()
-    mean = x.mean(dim=0)
+    mean = x.mean(dim=0) if fit_bias else torch.zeros(x.shape[1], dtype=torch.float64)
     scale = x.std(dim=0).clamp_min(1e-8)
     z = (x - mean) / scale
     weight = torch.zeros(num_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
-    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=fit_bias)
+    opt = torch.optim.LBFGS([weight, bias] if fit_bias else [weight], lr=1.0, max_iter=max_iter,
+                            history_size=20, tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def objective():
         return F.cross_entropy(z @ weight.T + bias, labels) + 0.5 * l2 * weight.pow(2).sum()

@@ -14,6 +14,7 @@ import torch
 from llmtune.errors import UserError
 from llmtune.models import builtin
 from llmtune.models.load import _hub_error, load_body, resolve_source
+from llmtune.models.precision import weights_dtype
 
 
 def load_policy(recipe, source: str | Path | None = None):
@@ -55,13 +56,11 @@ def load_reward_base(m, tok):
         # Seeded like builtin.build_tiny: a trained adapter always finds the same base again.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = AutoModelForSequenceClassification.from_config(config)
+            model = AutoModelForSequenceClassification.from_config(config).to(weights_dtype(m.dtype))
         model.config.name_or_path = m.name
     else:
-        dtype = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[m.dtype]
-        kwargs = {"num_labels": 1, "trust_remote_code": m.trust_remote_code, "revision": m.revision}
-        if dtype is not None:
-            kwargs["dtype"] = dtype
+        kwargs = {"num_labels": 1, "trust_remote_code": m.trust_remote_code, "revision": m.revision,
+                  "dtype": weights_dtype(m.dtype)}
         try:
             model = AutoModelForSequenceClassification.from_pretrained(resolve_source(m.name), **kwargs)
         except (OSError, ValueError) as exc:
@@ -116,7 +115,7 @@ def load_trained_reward(m, tok, final: Path):
     from transformers import AutoModelForSequenceClassification
 
     try:
-        return AutoModelForSequenceClassification.from_pretrained(str(final))
+        return AutoModelForSequenceClassification.from_pretrained(str(final), dtype=weights_dtype(m.dtype))
     except (OSError, ValueError) as exc:
         raise UserError(f"{final}: could not load the reward model ({exc})") from None
 

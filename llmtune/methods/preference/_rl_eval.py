@@ -4,31 +4,35 @@ trained policy (or the base model) and score them with the run's reward."""
 from __future__ import annotations
 
 import statistics
+import tempfile
 from pathlib import Path
 
 import torch
 
 from llmtune.methods.preference._rl_rewards import build_reward, recorded_reward
+from llmtune.methods.preference._rl_sampling import generation_config, trainer_args
 from llmtune.methods.preference._runner import evaluation_rows
 from llmtune.methods.preference._trainer import quiet_libraries
 from llmtune.models.load import load_tokenizer
 
 
-def sample(policy, tok, prompts: list, config, batch_size: int, seed: int) -> list:
-    """`config.num_generations` sampled completions per prompt, as the trainer samples them."""
+def sample(policy, tok, prompts: list, generation, num_generations: int, batch_size: int, seed: int) -> list:
+    """`num_generations` sampled completions per prompt (`batch_size` prompts per generate call),
+    drawn with `generation` (the trainer's GenerationConfig, _rl_sampling.generation_config)
+    from prompts tokenised as trl does."""
     device = next(policy.parameters()).device
     texts = [tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True) if isinstance(p, list) else p
              for p in prompts]
+    # Each prompt repeated num_generations times in a row, as trl's sampler repeats them.
+    rows = [text for text in texts for _ in range(num_generations)]
     old_side, tok.padding_side = tok.padding_side, "left"
     torch.manual_seed(seed)
     out = []
     try:
-        for i in range(0, len(texts), batch_size):
-            enc = tok(texts[i: i + batch_size], return_tensors="pt", padding=True,
+        for i in range(0, len(rows), batch_size * num_generations):
+            enc = tok(rows[i: i + batch_size * num_generations], return_tensors="pt", padding=True,
                       add_special_tokens=not isinstance(prompts[0], list)).to(device)
-            gen = policy.generate(**enc, do_sample=True, temperature=config.temperature, top_p=config.top_p,
-                                  max_new_tokens=config.max_completion_length,
-                                  num_return_sequences=config.num_generations, pad_token_id=tok.pad_token_id)
+            gen = policy.generate(**enc, generation_config=generation)
             out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
     finally:
         tok.padding_side = old_side
@@ -46,9 +50,11 @@ def evaluate_policy(method, recipe, final: Path | None, limit: int | None, repor
         policy.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
         reward = build_reward(c, r, recorded_reward(final))
         prompts = [row["prompt"] for row in rows]
+        with tempfile.TemporaryDirectory(prefix="llmtune-eval-") as work:
+            args = trainer_args(method, r, Path(work))
         with torch.inference_mode():
-            completions = sample(policy, tok, prompts, c, max(1, r.eval.batch_size // c.num_generations),
-                                 r.train.seed)
+            completions = sample(policy, tok, prompts, generation_config(args, policy, tok), args.num_generations,
+                                 max(1, r.eval.batch_size // args.num_generations), r.train.seed)
         repeated = [row for row in rows for _ in range(c.num_generations)]
         if isinstance(prompts[0], list):
             completions = [[{"role": "assistant", "content": text}] for text in completions]

@@ -18,6 +18,7 @@ from llmtune.methods.preference._trainer import (RunCallback, clean_eval, last_c
                                                  to_dataset, training_args, use_llmtune_output)
 from llmtune.methods.preference.setup import Setup
 from llmtune.models.load import load_tokenizer
+from llmtune.models.precision import keep_trainable_in
 
 
 def _data_line(data) -> str:
@@ -72,6 +73,7 @@ def fit_trl(job, method) -> Outcome:
         args = training_args(config_cls, r, job.checkpoints, has_eval=bool(data.eval), **options)
         callback = RunCallback(job)
         trainer = build(method, setup, model, tok, to_dataset(data.train), to_dataset(data.eval), args, [callback])
+        keep_trainable_in(trainer.model, r.model.dtype)  # peft adapters too, as the manifest records
         use_llmtune_output(trainer)
         _report_filtered(trainer, data, r, rep)
         return _train(job, method, trainer, callback, tok, data, method.manifest_extra(setup))

@@ -33,9 +33,10 @@ _EVAL_BOOKKEEPING = frozenset({"runtime", "samples_per_second", "steps_per_secon
 
 def precision_flags(precision: str) -> dict:
     """use_cpu/bf16/fp16 from train.precision and the hardware (trl defaults bf16 on)."""
+    from llmtune.models.precision import autocast_precision
+
     cuda = torch.cuda.is_available()
-    if precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    precision = autocast_precision(precision)
     if precision == "fp16" and not cuda:
         raise UserError("train.precision fp16 needs a GPU; use fp32 or bf16 on a CPU")
     return {"use_cpu": not cuda, "bf16": precision == "bf16", "fp16": precision == "fp16"}

@@ -118,6 +118,26 @@ class SoftPrompt(Method):
         return PromptedModel(body, encoder)
 
 
+    def to_peft(self, body, out_dir: Path, *, causal: bool) -> bool:
+        """Write the trained prompt (`body`: the loaded PromptedModel) in peft's prompt-tuning
+        format, which `PeftModel.from_pretrained(base, out_dir)` reads back (its logits carry
+        the virtual positions in front; the rest equal llmtune's). Causal LMs only: for
+        classification peft would hand a stock classifier `inputs_embeds`, from which decoder
+        classes cannot find the last real token of a padded row, and no stock class is
+        llmtune's mean/cls head. Returns whether it wrote anything."""
+        if not causal:
+            return False
+        import torch
+        from peft import PromptTuningConfig, get_peft_model
+
+        peft_model = get_peft_model(body.base, PromptTuningConfig(task_type="CAUSAL_LM",
+                                                                  num_virtual_tokens=body.num_virtual_tokens))
+        with torch.no_grad():
+            peft_model.prompt_encoder["default"].embedding.weight.copy_(body.prompt())
+        peft_model.save_pretrained(str(out_dir))
+        return True
+
+
 def _text_token_ids(body, text: str) -> list[int]:
     """Token ids of `text` under the model's own tokenizer, found from the folder or hub id the
     body was loaded from; built-in tiny models carry no name and all share one tokenizer."""
