@@ -38,10 +38,11 @@ def test_seeds_aggregate_into_one_row_with_mean_and_std(cli, tmp_path):
     assert lora["secondary"]["macro_f1"]["mean"] == pytest.approx(0.81)
     assert rows["frozen"]["metric"]["std"] is None  # one seed: no spread
     assert doc["metric"] == "accuracy" and doc["higher_is_better"] is True
-    # Only what differs between rows: the lr and the LoRA rank; not the seed, not the data.
-    assert doc["hyperparameters"] == ["method.r", "train.lr"]
-    assert lora["hyperparameters"] == {"method.r": 16, "train.lr": 1e-3}
-    assert rows["full"]["hyperparameters"] == {"method.r": None, "train.lr": 1e-4}
+    # Only what differs between rows (the lr; not the seed, not the data), and each method's
+    # options that are not its defaults (LoRA's default rank is 8).
+    assert doc["hyperparameters"] == ["train.lr"]
+    assert lora["hyperparameters"] == {"train.lr": 1e-3} and lora["options"] == {"r": 16}
+    assert rows["full"]["hyperparameters"] == {"train.lr": 1e-4} and rows["full"]["options"] == {}
     assert rows["full"]["trainable_parameters"] == 100_000 and rows["full"]["trainable_percent"] == 100.0
 
 

@@ -45,6 +45,7 @@ def compare_records(records, *, names: dict | None = None, baseline: str | None 
     table = build_table(records, metric=_metric(sets, ranked), names=names, baseline=baseline, eval_sets=sets,
                         assigned=assigned, forced=force)
     table["mixed_eval"] = mixed
+    table["eval_unknown"] = [str(rec.path) for rec in ranked if rec.path not in assigned]
     return table
 
 

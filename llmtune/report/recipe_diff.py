@@ -1,4 +1,5 @@
-"""Hyperparameters from the runs' resolved recipes: which ones differ between rows."""
+"""Hyperparameters from the runs' resolved recipes: the method's non-default options, and
+the other recipe keys whose values differ between rows."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 IGNORED = frozenset({
     "output.dir", "train.seed", "eval.seed",            # where a run lands; the seed is the seeds column
     "train.log_every", "train.save_every", "train.keep_checkpoints", "train.eval_every",  # bookkeeping
-    "method.name",                                     # the method column
 })
 UNUSED_BY_PROMPTING = ("method.", "train.")
 """A prompted evaluation trains nothing: its recipe's method and train sections are not used."""
@@ -24,17 +24,51 @@ def flatten(recipe: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
-def hyperparameters(recipe: dict, in_context: bool) -> dict[str, object]:
+def _relevant(recipe: dict, in_context: bool) -> dict[str, object]:
     flat = {k: v for k, v in flatten(recipe).items() if k not in IGNORED}
     if in_context:
         flat = {k: v for k, v in flat.items() if not k.startswith(UNUSED_BY_PROMPTING)}
     return flat
 
 
+def hyperparameters(recipe: dict, in_context: bool) -> dict[str, object]:
+    """Every recipe key but the method section's (see method_options), seeds and bookkeeping."""
+    return {k: v for k, v in _relevant(recipe, in_context).items() if not k.startswith("method.")}
+
+
+def method_options(recipe: dict, in_context: bool) -> dict[str, object]:
+    """The method's options that differ from its defaults (all of them for a method this
+    install does not know). Showing only those keeps a table of several methods narrow."""
+    section = recipe.get("method") or {}
+    if in_context or not isinstance(section, dict):
+        return {}
+    options = {k: v for k, v in section.items() if k != "name"}
+    try:
+        from llmtune.methods.registry import get_method
+
+        fields = get_method(section.get("name")).Config.model_fields
+    except (KeyError, ImportError):
+        return options
+    out = {}
+    for key, value in options.items():
+        spec = fields.get(key)
+        if spec is None or spec.is_required() or not _same(spec.get_default(call_default_factory=True), value):
+            out[key] = value
+    return out
+
+
+def _same(default, value) -> bool:
+    """16 and 16.0 are the same option (recipe.yaml writes what pydantic parsed)."""
+    return default == value or _canon(default) == _canon(value)
+
+
+def _canon(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
 def group_key(recipe: dict, method: str | None) -> str:
     """Runs with the same recipe apart from the seed (and bookkeeping) form one row."""
-    return json.dumps({"method": method, **hyperparameters(recipe, method == "in-context")},
-                      sort_keys=True, default=str)
+    return _canon({"method": method, **_relevant(recipe, method == "in-context")})
 
 
 def differing_keys(params: list[dict[str, object]]) -> list[str]:
@@ -42,5 +76,4 @@ def differing_keys(params: list[dict[str, object]]) -> list[str]:
     keys: list[str] = []
     for p in params:
         keys += [k for k in p if k not in keys]
-    return [k for k in keys
-            if len({json.dumps(p[k], sort_keys=True, default=str) if k in p else "<absent>" for p in params}) > 1]
+    return [k for k in keys if len({_canon(p[k]) if k in p else "<absent>" for p in params}) > 1]

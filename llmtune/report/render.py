@@ -75,6 +75,10 @@ def fmt_value(v) -> str:
     return str(v)
 
 
+def fmt_options(options: dict) -> str:
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in options.items()) or "–"
+
+
 def one_line(text: str | None, width: int) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= width else text[: width - 1] + "…"
@@ -86,7 +90,7 @@ def display_rows(table: dict, error_width: int = 100) -> tuple[list[str], list[l
     unit = " %" if is_fraction(metric) else ""
     secondary = _secondary_keys(table)
     mixed = bool(table["forced"] and len(table["eval_sets"]) > 1)
-    header = ["name", "method", *table["hyperparameters"], "seeds", "trainable", "% of model", "artifact",
+    header = ["name", "method", "options", *table["hyperparameters"], "seeds", "trainable", "% of model", "artifact",
               "train s", "tokens/s", "peak MB", f"{metric}{unit}", *(f"{k}{' %' if is_fraction(k) else ''}"
                                                                     for k in secondary),
               f"Δ vs {table['baseline']}" if table["baseline"] else "Δ", "pareto", "status"]
@@ -96,7 +100,8 @@ def display_rows(table: dict, error_width: int = 100) -> tuple[list[str], list[l
     for row in table["rows"]:
         seeds = ",".join(UNKNOWN if s is None else str(s) for s in row["seeds"])
         status = row["status"] if not row["error"] else f"{row['status']}: {one_line(row['error'], error_width)}"
-        line = [row["name"], row["method"] or UNKNOWN, *(fmt_value(row["hyperparameters"].get(k))
+        line = [row["name"], row["method"] or UNKNOWN, fmt_options(row["options"]),
+                *(fmt_value(row["hyperparameters"].get(k))
                                                         for k in table["hyperparameters"]),
                 seeds, fmt_count(row["trainable_parameters"]), fmt_percent(row["trainable_percent"]),
                 fmt_bytes(row["artifact_bytes"]), fmt_stat(row["train_seconds"], 1),
@@ -124,9 +129,12 @@ def notes(table: dict) -> list[str]:
            f"{table['metric']} and at least as cheap in trainable parameters (params), train time (time) or "
            f"peak memory (memory); ? = not recorded in the run's manifest."]
     if table["forced"] and table.get("mixed_eval"):
-        sets = "; ".join(f"{k}: {_describe(v)}" for k, v in table["eval_sets"].items()) or "none recorded"
-        out.append(f"WARNING (--force): these runs were not evaluated alike, so their scores are not comparable "
-                   f"(eval sets {sets}).")
+        sets = "; ".join(f"{k}: {_describe(v)}" for k, v in table["eval_sets"].items())
+        unknown = len(table.get("eval_unknown") or [])
+        what = "; ".join(filter(None, [f"eval sets {sets}" if sets else "",
+                                       f"{unknown} run(s) record no eval_identity" if unknown else ""]))
+        out.append(f"WARNING (--force): these runs were not shown to be evaluated alike, so their scores may not "
+                   f"be comparable ({what}).")
     return out
 
 
@@ -150,12 +158,13 @@ def print_terminal(table: dict, title: str) -> None:
     header, cells = display_rows(table, error_width=60)
     view = Table(title=title)
     for name in header:
-        view.add_column(name, justify="left" if name in ("name", "method", "status", "pareto") else "right")
+        view.add_column(name, justify="left" if name in ("name", "method", "options", "status", "pareto") else "right",
+                        no_wrap=name != "status")
     for row in cells:
         view.add_row(*row)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: no width to fit, keep each row on one line
-        console = Console(width=240)
+        console = Console(width=400)
     console.print(view)
     for note in notes(table):
         console.print(note, markup=False, highlight=False)
@@ -164,7 +173,7 @@ def print_terminal(table: dict, title: str) -> None:
 def csv_text(table: dict) -> str:
     """One line per row, raw numbers (no units, no rounding)."""
     secondary = _secondary_keys(table)
-    fields = ["name", "method", "status", "error", "seeds", "n", "eval_set",
+    fields = ["name", "method", "options", "status", "error", "seeds", "n", "eval_set",
               *(f"hp.{k}" for k in table["hyperparameters"]), "trainable_parameters", "total_parameters",
               "trainable_percent", "artifact_bytes"]
     for key in (*STAT_COLUMNS, "metric", *secondary):
@@ -175,7 +184,8 @@ def csv_text(table: dict) -> str:
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in table["rows"]:
-        line = {"name": row["name"], "method": row["method"], "status": row["status"], "error": row["error"],
+        line = {"name": row["name"], "method": row["method"], "options": json.dumps(row["options"]),
+                "status": row["status"], "error": row["error"],
                 "seeds": " ".join(str(s) for s in row["seeds"]), "n": row["n"], "eval_set": row["eval_set"],
                 "trainable_parameters": row["trainable_parameters"], "total_parameters": row["total_parameters"],
                 "trainable_percent": row["trainable_percent"], "artifact_bytes": row["artifact_bytes"]["mean"],

@@ -11,7 +11,7 @@ from pathlib import Path
 from llmtune.errors import UserError
 from llmtune.report import pareto
 from llmtune.report.eval_identity import higher_is_better
-from llmtune.report.recipe_diff import differing_keys, group_key, hyperparameters
+from llmtune.report.recipe_diff import differing_keys, group_key, hyperparameters, method_options
 
 NOT_METRICS = frozenset({"examples", "tokens", "prompts", "prompts_shortened", "demos_dropped", "queries_cut",
                          "mean_demos", "prompt_seconds", "generated"})
@@ -95,6 +95,7 @@ def _row(cluster: list, name: str, metric: str, assigned: dict) -> dict:
         "seeds": [rec.get("seed") for rec in records],
         "n": len(records),
         "eval_set": assigned.get(first.path),
+        "options": method_options(first.recipe, in_context),
         "hyperparameters": hyperparameters(first.recipe, in_context),
         "trainable_parameters": _same(records, "trainable_parameters"),
         "total_parameters": _same(records, "total_parameters"),
