@@ -194,3 +194,19 @@ def test_manifest_fields_list():
     assert missing_fields({"status": "failed", "eval_identity": {"rows": 3}}) == [
         k for k in keys if k not in ("status", "eval_identity")] + [
         "eval_identity.fingerprint", "eval_identity.labels", "eval_identity.metric"]
+
+
+def test_which_hyperparameters_count_as_differing():
+    from llmtune.report.recipe_diff import differing_keys, hyperparameters, method_options
+
+    # A key only some rows have (a prompting option) differs only if those rows differ.
+    assert differing_keys([{"a": 1, "b": 2}, {"a": 1, "b": 3}, {"c": 5}]) == ["b"]
+    assert differing_keys([{"a": 1, "c": 5}, {"a": 1}, {"c": 5}]) == []
+    # A method's options are shown only where they leave its defaults (16 == 16.0).
+    assert method_options({"method": {"name": "lora", "r": 8, "alpha": 16.0}}, False) == {}
+    assert method_options({"method": {"name": "lora", "r": 4, "dora": True}}, False) == {"r": 4, "dora": True}
+    assert method_options({"method": {"name": "no-such-method", "k": 1}}, False) == {"k": 1}
+    # A prompted evaluation uses no train or method keys; a trained classifier no prompting keys.
+    recipe = {"train": {"lr": 1e-3, "seed": 3}, "method": {"name": "lora"}, "eval": {"shots": 4, "limit": 9}}
+    assert hyperparameters(recipe, in_context=True) == {"eval.shots": 4, "eval.limit": 9}
+    assert hyperparameters(recipe, in_context=False) == {"train.lr": 1e-3, "eval.limit": 9}

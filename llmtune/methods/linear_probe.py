@@ -67,6 +67,8 @@ class LinearProbe(Method):
         start = time.perf_counter()
         tok = load_tokenizer(r.model.name, r.model.trust_remote_code, r.model.revision)
         data = prepare_data(r.data, tok, ctx.base_dir)
+        if r.eval.limit:  # score the rows every other method's final evaluation scores
+            data.eval = data.eval[: r.eval.limit]
         rep.log(f"data: {len(data.train)} train / {len(data.eval)} eval examples")
         torch.manual_seed(r.train.seed)
         model = build_task_model(r, data.labels)

@@ -11,6 +11,10 @@ IGNORED = frozenset({
 })
 UNUSED_BY_PROMPTING = ("method.", "train.")
 """A prompted evaluation trains nothing: its recipe's method and train sections are not used."""
+PROMPTING_ONLY = ("eval.shots", "eval.demos", "eval.selection", "eval.encoder", "eval.max_length",
+                  "eval.demo_separator", "eval.answer_separator", "eval.verbalizers", "eval.label_score",
+                  "eval.templates")
+"""Keys that only prompting reads: left out of a trained classifier's row."""
 
 
 def flatten(recipe: dict, prefix: str = "") -> dict[str, object]:
@@ -26,9 +30,8 @@ def flatten(recipe: dict, prefix: str = "") -> dict[str, object]:
 
 def _relevant(recipe: dict, in_context: bool) -> dict[str, object]:
     flat = {k: v for k, v in flatten(recipe).items() if k not in IGNORED}
-    if in_context:
-        flat = {k: v for k, v in flat.items() if not k.startswith(UNUSED_BY_PROMPTING)}
-    return flat
+    unused = UNUSED_BY_PROMPTING if in_context else PROMPTING_ONLY
+    return {k: v for k, v in flat.items() if not k.startswith(unused)}
 
 
 def hyperparameters(recipe: dict, in_context: bool) -> dict[str, object]:
@@ -72,8 +75,9 @@ def group_key(recipe: dict, method: str | None) -> str:
 
 
 def differing_keys(params: list[dict[str, object]]) -> list[str]:
-    """Keys whose value is not the same in every row (absent counts as a value), in first-seen order."""
+    """Keys with more than one value among the rows that have them, in first-seen order (a
+    key only some rows have, such as a prompting option, differs only if those rows differ)."""
     keys: list[str] = []
     for p in params:
         keys += [k for k in p if k not in keys]
-    return [k for k in keys if len({_canon(p[k]) if k in p else "<absent>" for p in params}) > 1]
+    return [k for k in keys if len({_canon(p[k]) for p in params if k in p}) > 1]

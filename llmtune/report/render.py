@@ -90,8 +90,9 @@ def display_rows(table: dict, error_width: int = 100) -> tuple[list[str], list[l
     unit = " %" if is_fraction(metric) else ""
     secondary = _secondary_keys(table)
     mixed = bool(table["forced"] and len(table["eval_sets"]) > 1)
+    per_query = any(row["seconds_per_query"]["mean"] is not None for row in table["rows"])
     header = ["name", "method", "options", *table["hyperparameters"], "seeds", "trainable", "% of model", "artifact",
-              "train s", "tokens/s", "peak MB", f"{metric}{unit}", *(f"{k}{' %' if is_fraction(k) else ''}"
+              "train s", "tokens/s", "peak MB", *(["s/query"] if per_query else []), f"{metric}{unit}", *(f"{k}{' %' if is_fraction(k) else ''}"
                                                                     for k in secondary),
               f"Δ vs {table['baseline']}" if table["baseline"] else "Δ", "pareto", "status"]
     if mixed:
@@ -106,7 +107,7 @@ def display_rows(table: dict, error_width: int = 100) -> tuple[list[str], list[l
                 seeds, fmt_count(row["trainable_parameters"]), fmt_percent(row["trainable_percent"]),
                 fmt_bytes(row["artifact_bytes"]), fmt_stat(row["train_seconds"], 1),
                 fmt_stat(row["tokens_per_second"]), fmt_stat(row["peak_memory_mb"]),
-                fmt_score(row["metric"], metric),
+                *([fmt_stat(row["seconds_per_query"], 3)] if per_query else []), fmt_score(row["metric"], metric),
                 *(fmt_score(row["secondary"][k], k) if k in row["secondary"] else "–" for k in secondary),
                 "baseline" if row["name"] == table["baseline"] and row["ranked"] else fmt_delta(row["delta"], metric),
                 ", ".join(row["pareto"]) or "–", status]
