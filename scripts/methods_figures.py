@@ -74,6 +74,8 @@ def analysis(docs: dict, vts: list[int], ranks: list[int], sizes: list[int]) -> 
 def efficiency(doc: dict, sizes: list[int]) -> dict:
     rows, n_eval = rows_by_name(doc), eval_rows(doc)
     curves = {m: {n: _point(rows.get(f"{m}-n{n}"), n_eval) for n in sizes} for m in ("probe", "lora", "full")}
+    if any(name.startswith("smollm2-lora-n") for name in rows):
+        curves["smollm2-lora"] = {n: _point(rows.get(f"smollm2-lora-n{n}"), n_eval) for n in sizes}
     icl = {n: _point(rows.get(f"icl-n{n}"), n_eval) for n in [0, *sizes]}
     result = {"eval_rows": n_eval, "curves": curves, "icl": icl}
     if any(icl.values()):
@@ -174,8 +176,11 @@ def _q1(q1: dict, path: Path) -> str:
 def _q2(q2: dict, path: Path) -> str:
     fig, (ax,) = _figure(1)
     sizes = sorted(next(iter(q2["curves"].values())))
-    for method, colour in (("probe", "tab:green"), ("lora", "tab:blue"), ("full", "tab:red")):
-        _series(ax, sizes, [q2["curves"][method][n] for n in sizes], f"{method} (MiniLM)", color=colour)
+    for method, colour in (("probe", "tab:green"), ("lora", "tab:blue"), ("full", "tab:red"),
+                           ("smollm2-lora", "tab:brown")):
+        if method in q2["curves"]:
+            label = "LoRA (SmolLM2-135M)" if method == "smollm2-lora" else f"{method} (MiniLM)"
+            _series(ax, sizes, [q2["curves"][method][n] for n in sizes], label, color=colour)
     if any(q2["icl"].values()):
         ns = sorted(q2["icl"])
         _series(ax, ns, [q2["icl"][n] for n in ns], "in-context (SmolLM2-135M)", color="tab:purple", linestyle="--")
