@@ -210,3 +210,23 @@ def test_which_hyperparameters_count_as_differing():
     recipe = {"train": {"lr": 1e-3, "seed": 3}, "method": {"name": "lora"}, "eval": {"shots": 4, "limit": 9}}
     assert hyperparameters(recipe, in_context=True) == {"eval.shots": 4, "eval.limit": 9}
     assert hyperparameters(recipe, in_context=False) == {"train.lr": 1e-3, "eval.limit": 9}
+
+
+def test_eval_identity_is_the_rows_content_not_the_model(write_recipe, tmp_path):
+    from conftest import DATA
+
+    from llmtune.recipe import load_recipe
+    from llmtune.report.eval_identity import eval_identity_for_recipe
+
+    data = {"task": "classification", "train": str(DATA / "sst2_train.tsv"), "eval": str(DATA / "sst2_dev.tsv"),
+            "columns": {"text": "sentence"}, "labels": ["negative", "positive"]}
+    trained = load_recipe(write_recipe({"model": {"name": "minilm"}, "data": data, "method": {"name": "lora"},
+                                        "eval": {"limit": 50}}, "a.yaml"))
+    prompted = load_recipe(write_recipe({"model": {"name": "tiny-llama"}, "data": {**data, "max_length": 512},
+                                         "method": {"name": "lora"}, "eval": {"limit": 50, "shots": 4}}, "b.yaml"))
+    a, b = eval_identity_for_recipe(trained), eval_identity_for_recipe(prompted)
+    assert a == b and a["rows"] == 50 and a["labels"] == ["negative", "positive"] and a["metric"] == "accuracy"
+    assert eval_identity_for_recipe(trained, limit=40)["fingerprint"] != a["fingerprint"]
+    held_out = load_recipe(write_recipe({"model": {"name": "minilm"}, "method": {"name": "lora"},
+                                         "data": {**data, "eval": None, "eval_fraction": 0.001}}, "c.yaml"))
+    assert eval_identity_for_recipe(held_out)["rows"] == 16  # 0.1% of the 16,000 training rows
