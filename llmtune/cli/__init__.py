@@ -11,6 +11,7 @@ from llmtune.cli import eval_cmd, info_cmd, train_cmd, validate_cmd
 from llmtune.cli import embed_cmd
 from llmtune.cli import export_cmd
 from llmtune.cli import ask_cmd, index_cmd, query_cmd
+from llmtune.cli import compare_cmd, report_cmd
 
 app = typer.Typer(
     name="llmtune",
@@ -20,7 +21,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd, index_cmd, query_cmd, ask_cmd):
+for module in (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd, index_cmd, query_cmd, ask_cmd,
+               report_cmd, compare_cmd):
     module.register(app)
 
 

@@ -270,14 +270,18 @@ class Loop:
         return metrics
 
     def _final_eval(self) -> dict:
-        return self._evaluate() if self.data.eval else {}
+        started = time.perf_counter()
+        metrics = self._evaluate() if self.data.eval else {}
+        self.eval_seconds = time.perf_counter() - started if metrics else None
+        return metrics
 
     def _outcome(self, train_seconds: float, final_eval: dict, **ending) -> Outcome:
         last = ckpt.complete_checkpoints(self.checkpoints)
         return Outcome(
             steps=self.step, trainable_parameters=self.trainable, total_parameters=self.total,
             tokenizer=self.tok, model=self.unwrapped, eval=final_eval, eval_rows=getattr(self, "eval_rows", None),
-            info={"labels": self.data.labels}, manifest={"skipped_steps": self.position.skipped},
+            info={"labels": self.data.labels},
+            manifest={"skipped_steps": self.position.skipped, "eval_seconds": getattr(self, "eval_seconds", None)},
             train_tokens=self.position.tokens, train_seconds=train_seconds,
             last_checkpoint=last[-1] if last else None, **ending)
 

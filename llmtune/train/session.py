@@ -23,8 +23,8 @@ from llmtune.train.distributed import is_main_process
 from llmtune.train.run_dir import RunDir, folder_bytes, open_run_dir, write_final, write_resolved_recipe
 from llmtune.train.signals import StopRequested, signal_name
 
-# The headline metric a run is ranked by, first found wins (supervised, trl, RL).
-PRIMARY_METRICS = ("accuracy", "rewards/accuracies", "mean_reward", "f1", "loss")
+# The headline metric of a preference/RL run, first found wins (supervised tasks: by task).
+PRIMARY_METRICS = ("accuracy", "rewards/accuracies", "mean_reward", "loss")
 
 
 def default_output(recipe, recipe_path: Path | None) -> Path:
@@ -124,9 +124,7 @@ class RunSession:
         only its recipe.yaml (so the corrected command may reuse the folder)."""
         if self.manifest is None or not self.main:
             return
-        self.manifest.update({"status": status, "wall_seconds": time.perf_counter() - self._started})
-        if error:
-            self.manifest["error"] = error
+        self.manifest.update({"status": status, "error": error, "wall_seconds": time.perf_counter() - self._started})
         mf.write_manifest(self.run_dir, self.manifest)
 
     def _stopped(self, outcome: Outcome):
@@ -187,11 +185,12 @@ class RunSession:
             "max_length": r.data.max_length, **outcome.info})
 
     def _eval_identity(self, outcome: Outcome, final_eval: dict) -> dict | None:
-        """What the final metrics were measured on, so that runs are only ranked together
-        when they were evaluated alike."""
+        """What the final metrics were measured on (data/eval_identity.py), so that runs are
+        only ranked together when they were evaluated alike."""
+        from llmtune.data.eval_identity import PRIMARY_METRIC, eval_identity
+
         if not final_eval:
             return None
-        metric = next((k for k in PRIMARY_METRICS if k in final_eval), None)
-        fingerprint = (self.manifest.get("data_fingerprint") or {}).get("eval")
-        return {"fingerprint": fingerprint, "rows": outcome.eval_rows, "labels": outcome.info.get("labels"),
-                "metric": metric}
+        task = self.recipe.data.task
+        metric = PRIMARY_METRIC.get(task) or next((k for k in PRIMARY_METRICS if k in final_eval), None)
+        return eval_identity(self.recipe, limit=outcome.eval_rows, metric=metric)

@@ -65,6 +65,8 @@ class LinearProbe(Method):
         r, rep = job.recipe, job.reporter
         tok = load_tokenizer(r.model.name, r.model.trust_remote_code, r.model.revision)
         data = prepare_data(r.data, tok)
+        if r.eval.limit:  # score the rows every other method's final evaluation scores
+            data.eval = data.eval[: r.eval.limit]
         rep.log(f"data: {len(data.train)} train / {len(data.eval)} eval examples")
         torch.manual_seed(r.train.seed)
         model = build_task_model(r, data.labels)
@@ -97,7 +99,11 @@ class LinearProbe(Method):
         job.log({"step": steps, "loss": fit_info["loss"], "train_accuracy": train_acc})
         rep.log(f"logistic regression: {steps} L-BFGS iterations, loss {fit_info['loss']:.4f}, "
                 f"train accuracy {train_acc:.4f} ({fit_seconds:.2f} s)")
+        t2 = time.perf_counter()
         final_eval = _score(weight, bias, feats["eval"], data.eval, data.labels) if data.eval else {}
+        # Per-query cost: the eval rows' share of the embedding time plus the scoring.
+        eval_seconds = embed_seconds * len(data.eval) / max(len(data.train) + len(data.eval), 1) + \
+            time.perf_counter() - t2
         if final_eval:
             job.log({"step": steps, **{f"eval_{k}": v for k, v in final_eval.items() if isinstance(v, (int, float))}})
             rep.log(f"eval: accuracy {final_eval['accuracy']:.4f}, macro-F1 {final_eval['macro_f1']:.4f}")
@@ -107,7 +113,7 @@ class LinearProbe(Method):
             eval=final_eval, eval_rows=len(data.eval), train_tokens=sum(len(e["input_ids"]) for e in data.train),
             info={"labels": data.labels, "encoder": {"name": m.name, "revision": m.revision, "dtype": m.dtype,
                               "note": "not copied: final/ holds only the head; the encoder loads from name"}},
-            manifest={"train_accuracy": train_acc,
+            manifest={"train_accuracy": train_acc, "eval_seconds": eval_seconds if final_eval else None,
                       "features": {"cached": hits, "embed_seconds": embed_seconds, "fit_seconds": fit_seconds,
                                    "converged": fit_info["converged"]}})
 

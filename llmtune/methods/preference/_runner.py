@@ -5,6 +5,7 @@ Imported only inside fit/evaluate (heavy imports)."""
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -103,7 +104,10 @@ def _train(job, method, trainer, callback, tok, data, extra: dict) -> Outcome:
     elif job.stop_requested():
         outcome.stopped_by = job.stop_requested()
     elif trainer.eval_dataset is not None:
+        started = time.perf_counter()
         outcome.eval = clean_eval(trainer.evaluate())  # RunCallback logs it
+        outcome.eval_rows = len(trainer.eval_dataset)
+        outcome.manifest["eval_seconds"] = time.perf_counter() - started
     return outcome
 
 

@@ -1,0 +1,62 @@
+"""What a final evaluation scored, defined once: a hash of the eval rows' content (the task's
+fields, not token ids, so a causal LM prompted on the rows and an encoder trained for them
+agree), how many rows were scored, the label names in id order, and the primary metric's
+name. The run session records it in every manifest; compare ranks runs together only when
+all four agree (llmtune/report/eval_identity.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+PRIMARY_METRIC = {"classification": "accuracy", "causal_lm": "loss", "sft": "loss"}
+LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+
+
+def primary_metric(task: str) -> str:
+    return PRIMARY_METRIC.get(task, "loss")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER and not metric.endswith("_loss")
+
+
+def fingerprint_rows(rows: list[dict]) -> str:
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def eval_identity(recipe, limit: int | None = None, metric: str | None = None) -> dict:
+    """The identity of the rows `llmtune eval` (or a run's final evaluation) scores for a
+    recipe: its eval split (data.eval, or the rows data.eval_fraction holds out), cut to
+    `limit` (default eval.limit); `metric` defaults to the task's primary metric."""
+    from llmtune.data.encode import label_names
+    from llmtune.data.pipeline import read_source, split_rows
+
+    r = recipe
+    d = r.data
+    train, _ = read_source(d.train)
+    if d.eval is not None:
+        rows, _ = read_source(d.eval)
+    else:
+        train, rows = split_rows(train, d.eval_fraction, d.split_seed)
+    rows = rows or train
+    limit = limit or r.eval.limit
+    if limit:
+        rows = rows[:limit]
+    labels = label_names(train, d.columns.label, d.labels) if d.task == "classification" else None
+    return {"fingerprint": fingerprint_rows([_content(row.data, d) for row in rows]), "rows": len(rows),
+            "labels": labels, "metric": metric or primary_metric(d.task)}
+
+
+def _content(data: dict, d) -> dict:
+    if d.task != "classification":
+        return data
+    c = d.columns
+    out = {"text": data.get(c.text), "label": data.get(c.label)}
+    if c.text_pair:
+        out["text_pair"] = data.get(c.text_pair)
+    return {k: (v if v is None or isinstance(v, str) else str(v)) for k, v in out.items()}
