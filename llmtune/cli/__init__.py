@@ -10,6 +10,7 @@ import typer
 from llmtune.cli import eval_cmd, info_cmd, train_cmd, validate_cmd
 from llmtune.cli import embed_cmd
 from llmtune.cli import export_cmd
+from llmtune.cli import doctor_cmd, preview_cmd
 
 app = typer.Typer(
     name="llmtune",
@@ -19,7 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd):
+for module in (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd, preview_cmd, doctor_cmd):
     module.register(app)
 
 

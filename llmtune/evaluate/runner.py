@@ -54,6 +54,10 @@ def evaluate_target(target: Path, overrides: list[str], limit: int | None, repor
 
     loaded, final = load_target(target, overrides)
     r = loaded.recipe
+    if final is not None:
+        from llmtune.models.chat_template import check_saved_tokenizer
+
+        check_saved_tokenizer(final, reporter, "eval")
     head = {"target": str(target), "task": r.data.task, "method": r.method.name}
     custom = get_method(r.method.name)(r.method).evaluate(loaded, final, limit, reporter)
     if custom is not None:

@@ -35,6 +35,10 @@ class Method:
     summary: ClassVar[str]
     tasks: ClassVar[frozenset[str]] = SUPERVISED_TASKS
     can_merge: ClassVar[bool] = False
+    virtual_tokens_at: ClassVar[str | None] = None
+    """Methods that learn positions which are not input tokens (`config.num_virtual_tokens` of
+    them): `input` (in front of the input) or `attention` (in front of every layer's keys and
+    values). `llmtune preview` shows them as such."""
 
     def __init__(self, config: MethodConfig):
         self.config = config

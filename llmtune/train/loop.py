@@ -23,10 +23,12 @@ import torch
 
 from llmtune.data.batching import collate, epoch_batches
 from llmtune.data.pipeline import prepare_data
+from llmtune.data.prompt_style import describe as describe_rendering
 from llmtune.errors import TrainingDiverged
 from llmtune.evaluate.supervised import evaluate_examples, headline
 from llmtune.models.build import build_task_model
 from llmtune.models.load import load_tokenizer
+from llmtune.models.chat_template import template_hash
 from llmtune.models.task_model import write_info
 from llmtune.train import checkpoint as ckpt
 from llmtune.train.optim import build_optimizer, build_scheduler
@@ -101,6 +103,7 @@ def train_loop(ctx, method) -> dict:
         "method": method.name, "task": r.data.task, "model": r.model.name,
         "recipe_hash": recipe_hash(r), "data_fingerprint": data.fingerprint, "data_summary": data.summary,
         "tokenizer_hash": _tok_hash(tok), "trainable_parameters": trainable, "total_parameters": total,
+        "chat_template_hash": template_hash(tok),
         "trainable_percent": 100 * trainable / total, "total_steps": total_steps, **ctx.manifest_extra,
     })
     position = {"epoch": 0, "batch": 0, "tokens": 0, "elapsed": 0.0, "skipped": 0}
@@ -231,6 +234,8 @@ def _data_line(data, max_length: int) -> str:
     if s.get("dropped_truncated"):
         line += (f"; {s['dropped_truncated']} rows dropped because truncation cut off everything "
                  f"the loss trains on (raise data.max_length to keep them)")
+    if rendering := describe_rendering(s):
+        line += f"; {rendering}"
     return line
 
 

@@ -10,6 +10,7 @@ from llmtune.recipe.load import LoadedRecipe
 from llmtune.train.context import RunContext
 from llmtune.train.distributed import is_main_process
 from llmtune.train.run_dir import RunDir, open_run_dir, write_resolved_recipe
+from llmtune.train.tracking import check_installed, start_tracking
 
 
 def default_output(loaded: LoadedRecipe) -> Path:
@@ -28,6 +29,7 @@ def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None 
     from llmtune.methods.registry import get_method
 
     out = (Path(output).expanduser() if output else default_output(loaded)).absolute()
+    check_installed(loaded.recipe.train.report_to)
     if resume and not out.exists():
         raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
     if is_main_process():
@@ -39,4 +41,9 @@ def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None 
     method = get_method(loaded.recipe.method.name)(loaded.recipe.method)
     reporter.log(f"run directory: {run.path}")
     ctx = RunContext(loaded=loaded, run=run, reporter=reporter, resume=resume)
-    return method.fit(ctx)
+    run.tracker = start_tracking(loaded.recipe, run) if is_main_process() else None
+    try:
+        return method.fit(ctx)
+    finally:
+        if run.tracker is not None:
+            run.tracker.finish()

@@ -21,6 +21,8 @@ from llmtune.errors import UserError
 @dataclass
 class RunDir:
     path: Path
+    tracker: object | None = None
+    """The run's experiment trackers (train/tracking.py), which see every metrics record."""
 
     @property
     def recipe(self) -> Path:
@@ -46,6 +48,8 @@ class RunDir:
         with open(self.metrics, "a") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
+        if self.tracker is not None:
+            self.tracker.log(record)
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.exists():
@@ -180,6 +184,7 @@ WATCHED = {
     "recipe_git_sha": "the git commit of the recipe's folder",
     "data_fingerprint": "the data (file contents, data settings or tokenizer)",
     "tokenizer_hash": "the tokenizer",
+    "chat_template_hash": "the chat template",
     "seed": "train.seed",
     "method": "the method",
     "model": "the model",

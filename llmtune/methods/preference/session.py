@@ -22,6 +22,7 @@ from transformers import TrainerCallback
 
 from llmtune.errors import TrainingDiverged, UserError
 from llmtune.methods.preference.models import parameter_counts
+from llmtune.models.chat_template import template_hash
 from llmtune.models.task_model import write_info
 from llmtune.train.run_dir import build_manifest, peak_memory_mb, read_manifest, write_final, write_manifest
 
@@ -188,7 +189,7 @@ def drop_metrics_after(run, step: int) -> None:
 
 
 def _warn_if_changed(old: dict | None, new: dict, rep) -> None:
-    for key in ("method", "model", "data_fingerprint", "seed", "versions"):
+    for key in ("method", "model", "data_fingerprint", "seed", "versions", "chat_template_hash"):
         if old and old.get(key) != new.get(key):
             rep.warn(f"resuming, but {key} changed since the run started: {old.get(key)!r} -> {new.get(key)!r}; "
                      f"the result may differ from an uninterrupted run")
@@ -207,6 +208,7 @@ def train_and_save(ctx, method, trainer, tok, data, extra_manifest: dict | None 
         "method": method.name, "task": r.data.task, "model": r.model.name, "trainer": type(trainer).__name__,
         "data_fingerprint": data.fingerprint, "data_summary": data.summary,
         "tokenizer_hash": tokenizer_fingerprint(tok), "trainable_parameters": trainable,
+        "chat_template_hash": template_hash(tok),
         "total_parameters": total, "trainable_percent": 100 * trainable / total,
         **(extra_manifest or {}), **ctx.manifest_extra,
     })

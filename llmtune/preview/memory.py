@@ -1,0 +1,182 @@
+"""Parameter counts and a training-memory estimate, from a weightless copy of the model.
+
+The model is built from its config on torch's meta device (shapes, no weights, no time) with
+the method applied, so trainable and total parameters are the ones training will have. When
+the method needs real values to set itself up, the same is built on the CPU from the config
+(random weights, nothing loaded from disk).
+
+The estimate, in bytes (documented in docs/preview.md):
+- weights: total parameters x their dtype's size (model.dtype; `auto` is float32), plus a
+  frozen reference copy for preference methods that keep one (no LoRA);
+- gradients: trainable parameters x 4 (float32, also under bf16 autocast);
+- optimizer: trainable parameters x 8 (AdamW's two float32 moments);
+- activations kept for the backward pass, for the largest batch (batch_size sequences of the
+  split's longest length; twice that for chosen + rejected pairs and KTO's KL batch):
+  tokens x layers x (10 x hidden + 3 x intermediate) values, plus heads x length^2 per
+  layer and sequence with eager attention; plus the logits (tokens x vocab) at the
+  activation width, a float32 copy for the loss and its gradient. A body that does not
+  train keeps no activations: one layer's temporaries only.
+It is a rough guide (allocator overhead, fused kernels and library buffers are not in it);
+`--time` measures the real peak.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 2**20
+TINY = ("tiny-llama", "tiny-gpt2", "tiny-bert")
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 4}
+REAL_BUILD_LIMIT = 1_000_000_000
+"""Above this many parameters no random-weight copy is built on the CPU (4 GB at float32)."""
+
+
+@dataclass
+class ModelShape:
+    trainable: int
+    total: int
+    body_trains: bool
+    """Whether any parameter inside the body trains (then backward runs through it)."""
+    config: object
+    causal: bool
+    reference_params: int = 0
+    """Parameters of a frozen reference copy kept in memory (preference methods without LoRA)."""
+
+
+def _config(recipe, tok):
+    from transformers import AutoConfig
+
+    from llmtune.models import builtin
+    from llmtune.models.load import resolve_source
+
+    m = recipe.model
+    if m.name in TINY:
+        cfg = builtin.tiny_config(m.name, vocab_size=len(tok))
+        cfg.pad_token_id = tok.pad_token_id
+        return cfg
+    return AutoConfig.from_pretrained(resolve_source(m.name), trust_remote_code=m.trust_remote_code,
+                                      revision=m.revision)
+
+
+def model_shape(recipe, method, labels, tok) -> ModelShape:
+    """Counts for the model this recipe trains: built on the meta device, or for real (on the
+    CPU) when the method's set-up needs actual weights (e.g. a soft prompt initialised from
+    the embeddings' scale)."""
+    import torch
+
+    cfg = _config(recipe, tok)
+    kind = getattr(method, "model_kind", None)
+    try:
+        with torch.device("meta"):
+            return _supervised_shape(recipe, method, labels, cfg) if kind is None else \
+                _trl_shape(recipe, method, cfg, kind)
+    except (RuntimeError, NotImplementedError, ValueError):  # meta tensors have no values to read
+        if _parameters_on_meta(cfg, recipe) > REAL_BUILD_LIMIT:
+            raise
+        with torch.device("cpu"):
+            return _supervised_shape(recipe, method, labels, cfg) if kind is None else \
+                _trl_shape(recipe, method, cfg, kind)
+
+
+def _parameters_on_meta(cfg, recipe) -> int:
+    import torch
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        body = AutoModel.from_config(cfg, trust_remote_code=recipe.model.trust_remote_code)
+    return sum(p.numel() for p in body.parameters())
+
+
+def _supervised_shape(recipe, method, labels, cfg) -> ModelShape:
+    """The supervised loop's model: llmtune's TaskModel with the method applied."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from llmtune.models.task_model import TaskModel
+
+    causal = recipe.data.task != "classification"
+    body = (AutoModelForCausalLM if causal else AutoModel).from_config(
+        cfg, trust_remote_code=recipe.model.trust_remote_code)
+    model = TaskModel(body, "causal_lm") if causal else \
+        TaskModel(body, recipe.data.task, num_labels=len(labels or [0, 1]), pooling=recipe.model.pooling,
+                  head_dropout=recipe.model.head_dropout)
+    method.apply(model)
+    head = {id(p) for p in model.head.parameters()} if model.head is not None else set()
+    body_trains = any(p.requires_grad and id(p) not in head for p in model.parameters())
+    trainable, total = model.trainable_parameters()
+    return ModelShape(trainable, total, body_trains, cfg, causal)
+
+
+def _trl_shape(recipe, method, cfg, kind: str) -> ModelShape:
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from llmtune.methods.preference.options import peft_config
+
+    section = getattr(method.config, "peft", None)
+    if kind == "reward":
+        cfg.num_labels = 1
+        model = AutoModelForSequenceClassification.from_config(cfg)
+    else:
+        model = AutoModelForCausalLM.from_config(cfg)
+    base = sum(p.numel() for p in model.parameters())
+    if section is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config(section, sequence_classifier=kind == "reward"))
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    reference = base if getattr(method, "uses_reference", False) and section is None else 0
+    return ModelShape(trainable, total, True, cfg, kind != "reward", reference)
+
+
+def dims(cfg) -> dict:
+    cfg = getattr(cfg, "text_config", None) or cfg
+
+    def first(*names, default=None):
+        for name in names:
+            value = getattr(cfg, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return default
+
+    hidden = first("hidden_size", "n_embd", "d_model", default=0)
+    return {"hidden": hidden, "layers": first("num_hidden_layers", "n_layer", "num_layers", default=0),
+            "intermediate": first("intermediate_size", "n_inner", "ffn_dim", default=4 * hidden),
+            "heads": first("num_attention_heads", "n_head", default=1), "vocab": first("vocab_size", default=0),
+            "attention": getattr(cfg, "_attn_implementation", None) or "sdpa"}
+
+
+def activation_width(precision: str) -> int:
+    """Bytes per activation value under train.precision on this machine (as the loop resolves it)."""
+    import torch
+
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return 2 if precision in ("bf16", "fp16") else 4
+
+
+def estimate(shape: ModelShape, recipe, batch: int, length: int) -> dict:
+    """Bytes of weights, gradients, optimizer state and activations (see the module docstring)."""
+    d = dims(shape.config)
+    width = activation_width(recipe.train.precision)
+    weight_bytes = DTYPE_BYTES[recipe.model.dtype]
+    tokens = batch * length
+    if shape.body_trains:
+        per_layer = tokens * (10 * d["hidden"] + 3 * d["intermediate"])
+        if d["attention"] == "eager":
+            per_layer += batch * d["heads"] * length * length * 2
+        activations = per_layer * d["layers"] * width
+    else:
+        activations = tokens * (2 * d["hidden"] + d["intermediate"]) * width
+    if shape.causal:
+        activations += tokens * d["vocab"] * (width + 4 + 4)
+    parts = {
+        "weights": (shape.total + shape.reference_params) * weight_bytes,
+        "gradients": shape.trainable * 4,
+        "optimizer": shape.trainable * 8,
+        "activations": activations,
+    }
+    out = {f"{k}_mib": round(v / MIB, 1) for k, v in parts.items()}
+    out["total_mib"] = round(sum(parts.values()) / MIB, 1)
+    out["batch"] = {"sequences": batch, "tokens_per_sequence": length, "activation_bytes": width,
+                    "attention": d["attention"]}
+    return out
