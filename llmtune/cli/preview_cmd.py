@@ -11,6 +11,13 @@ from typing import List, Optional
 import typer
 
 TIMED_STEPS = 3
+ROWS = {
+    "train_rows": "rows read for training", "eval_rows": "rows read for evaluation",
+    "truncated": "rows truncated to data.max_length",
+    "dropped_empty": "rows dropped as empty",
+    "dropped_truncated": "rows dropped: truncation left nothing to train on",
+    "dropped_too_long": "rows dropped by the reward trainer as too long",
+}
 
 
 def preview(
@@ -98,8 +105,8 @@ def _print_summary(result: dict, console) -> None:
                   f"{s['min']} / {s['median']:g} / {s['p95']:g} / {s['max']}")
     over = result["rows_counted_over"]
     for key, value in result["rows"].items():
-        counted = f" ({over})" if not key.endswith("_rows") else ""
-        table.add_row(f"rows: {key.replace('_', ' ')}{counted}", f"{value:,}")
+        what = ROWS.get(key, key.replace("_", " "))
+        table.add_row(what if key.endswith("_rows") else f"{what} ({over})", f"{value:,}")
     if result["tokens"]:
         t = result["tokens"]
         masked = t["trained_per_epoch"] is not None

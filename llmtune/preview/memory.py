@@ -6,10 +6,11 @@ the method needs real values to set itself up, the same is built on the CPU from
 (random weights, nothing loaded from disk).
 
 The estimate, in bytes (documented in docs/preview.md):
-- weights: total parameters x their dtype's size (model.dtype; `auto` is float32), plus a
-  frozen reference copy for preference methods that keep one (no LoRA);
-- gradients: trainable parameters x 4 (float32, also under bf16 autocast);
-- optimizer: trainable parameters x 8 (AdamW's two float32 moments);
+- weights: every parameter at its dtype's size (model.dtype, or with `auto` the dtype the
+  checkpoint's config names, as loading would give), plus a frozen reference copy for
+  preference methods that keep one (no LoRA);
+- gradients: the trainable parameters at their dtype's size;
+- optimizer: twice that (AdamW's two moments, kept in the parameters' dtype);
 - activations kept for the backward pass, for the largest batch (batch_size sequences of the
   split's longest length; twice that for chosen + rejected pairs and KTO's KL batch):
   tokens x layers x (10 x hidden + 3 x intermediate) values, plus heads x length^2 per
@@ -26,7 +27,6 @@ from dataclasses import dataclass
 
 MIB = 2**20
 TINY = ("tiny-llama", "tiny-gpt2", "tiny-bert")
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "auto": 4}
 REAL_BUILD_LIMIT = 1_000_000_000
 """Above this many parameters no random-weight copy is built on the CPU (4 GB at float32)."""
 
@@ -35,12 +35,29 @@ REAL_BUILD_LIMIT = 1_000_000_000
 class ModelShape:
     trainable: int
     total: int
+    weight_bytes: int
+    trainable_bytes: int
     body_trains: bool
     """Whether any parameter inside the body trains (then backward runs through it)."""
     config: object
     causal: bool
     reference_params: int = 0
     """Parameters of a frozen reference copy kept in memory (preference methods without LoRA)."""
+    reference_bytes: int = 0
+
+
+def _sizes(model) -> tuple[int, int, int, int]:
+    params = list(model.parameters())
+    trainable = [p for p in params if p.requires_grad]
+    return (sum(p.numel() for p in trainable), sum(p.numel() for p in params),
+            sum(p.numel() * p.element_size() for p in params), sum(p.numel() * p.element_size() for p in trainable))
+
+
+def _dtype_kwargs(recipe) -> dict:
+    import torch
+
+    name = recipe.model.dtype
+    return {} if name == "auto" else {"dtype": getattr(torch, name)}
 
 
 def _config(recipe, tok):
@@ -95,15 +112,14 @@ def _supervised_shape(recipe, method, labels, cfg) -> ModelShape:
 
     causal = recipe.data.task != "classification"
     body = (AutoModelForCausalLM if causal else AutoModel).from_config(
-        cfg, trust_remote_code=recipe.model.trust_remote_code)
+        cfg, trust_remote_code=recipe.model.trust_remote_code, **_dtype_kwargs(recipe))
     model = TaskModel(body, "causal_lm") if causal else \
         TaskModel(body, recipe.data.task, num_labels=len(labels or [0, 1]), pooling=recipe.model.pooling,
                   head_dropout=recipe.model.head_dropout)
     method.apply(model)
     head = {id(p) for p in model.head.parameters()} if model.head is not None else set()
     body_trains = any(p.requires_grad and id(p) not in head for p in model.parameters())
-    trainable, total = model.trainable_parameters()
-    return ModelShape(trainable, total, body_trains, cfg, causal)
+    return ModelShape(*_sizes(model), body_trains, cfg, causal)
 
 
 def _trl_shape(recipe, method, cfg, kind: str) -> ModelShape:
@@ -114,18 +130,17 @@ def _trl_shape(recipe, method, cfg, kind: str) -> ModelShape:
     section = getattr(method.config, "peft", None)
     if kind == "reward":
         cfg.num_labels = 1
-        model = AutoModelForSequenceClassification.from_config(cfg)
+        model = AutoModelForSequenceClassification.from_config(cfg, **_dtype_kwargs(recipe))
     else:
-        model = AutoModelForCausalLM.from_config(cfg)
-    base = sum(p.numel() for p in model.parameters())
+        model = AutoModelForCausalLM.from_config(cfg, **_dtype_kwargs(recipe))
+    _, base, base_bytes, _ = _sizes(model)
     if section is not None:
         from peft import get_peft_model
 
         model = get_peft_model(model, peft_config(section, sequence_classifier=kind == "reward"))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    reference = base if getattr(method, "uses_reference", False) and section is None else 0
-    return ModelShape(trainable, total, True, cfg, kind != "reward", reference)
+    keeps_copy = getattr(method, "uses_reference", False) and section is None
+    return ModelShape(*_sizes(model), True, cfg, kind != "reward", base if keeps_copy else 0,
+                      base_bytes if keeps_copy else 0)
 
 
 def dims(cfg) -> dict:
@@ -158,7 +173,6 @@ def estimate(shape: ModelShape, recipe, batch: int, length: int) -> dict:
     """Bytes of weights, gradients, optimizer state and activations (see the module docstring)."""
     d = dims(shape.config)
     width = activation_width(recipe.train.precision)
-    weight_bytes = DTYPE_BYTES[recipe.model.dtype]
     tokens = batch * length
     if shape.body_trains:
         per_layer = tokens * (10 * d["hidden"] + 3 * d["intermediate"])
@@ -170,9 +184,9 @@ def estimate(shape: ModelShape, recipe, batch: int, length: int) -> dict:
     if shape.causal:
         activations += tokens * d["vocab"] * (width + 4 + 4)
     parts = {
-        "weights": (shape.total + shape.reference_params) * weight_bytes,
-        "gradients": shape.trainable * 4,
-        "optimizer": shape.trainable * 8,
+        "weights": shape.weight_bytes + shape.reference_bytes,
+        "gradients": shape.trainable_bytes,
+        "optimizer": 2 * shape.trainable_bytes,
         "activations": activations,
     }
     out = {f"{k}_mib": round(v / MIB, 1) for k, v in parts.items()}
