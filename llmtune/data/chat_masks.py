@@ -64,6 +64,9 @@ def encode_chat(msgs: list[dict], tok, where: str) -> ChatEncoding:
             return _by_markers(msgs, tok)
         except Mismatch as exc:
             failures.append(f"With the template's {{% generation %}} markers, {exc}")
+        except (ValueError, NotImplementedError) as exc:  # e.g. a tokenizer without character offsets
+            failures.append(f"With the template's {{% generation %}} markers, the tokenizer could not build the "
+                            f"mask ({exc})")
     try:
         encoding = _by_increments(msgs, tok)
     except Mismatch as exc:
