@@ -10,7 +10,14 @@ import pytest
 
 from conftest import DATA, RECIPES
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "own_cache")
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A tokenized-data cache of this test's own (the session's is shared), to see that
+    preview never writes one."""
+    monkeypatch.setenv("LLMTUNE_CACHE", str(tmp_path / "llmtune-cache"))
 
 TASKS = {
     "sft": "tiny-llama-sft.yaml",
