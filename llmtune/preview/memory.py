@@ -17,7 +17,8 @@ The estimate, in bytes (documented in docs/preview.md):
   layer and sequence with eager attention; plus the logits (tokens x vocab) at the
   activation width, a float32 copy for the loss and its gradient. A body that does not
   train keeps no activations: one layer's temporaries only.
-It is a rough guide (allocator overhead, fused kernels and library buffers are not in it);
+It is a rough guide (allocator overhead, fused kernels, library buffers and LoRA's dropout
+copies of its layers' inputs are not in it; see the measurements in docs/preview.md);
 `--time` measures the real peak.
 """
 
