@@ -59,7 +59,7 @@ def test_alpaca_sft_trains_on_response_only(tok):
     from llmtune.data.readers import Row
 
     row = Row({"instruction": "Say hi", "input": "", "output": "hi there"}, "x:1")
-    [ex] = encode_sft([row], tok, _cfg(max_length=128), EncodeStats())
+    [ex] = encode_sft([row], tok, _cfg(max_length=128, prompt_style="plain"), EncodeStats())
     labels, ids = ex["labels"], ex["input_ids"]
     assert len(labels) == len(ids)
     trained = [i for i, y in zip(ids, labels) if y != IGNORE]

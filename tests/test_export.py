@@ -91,8 +91,11 @@ def _plain_transformers_logits(folder: Path, task: str, ids, mask):
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoModelForCausalLM
 
+    from transformers.utils import import_utils
+
     saved = sys.modules.get("peft")
     sys.modules["peft"] = None  # any attempt to use peft now raises ImportError
+    import_utils.is_peft_available.cache_clear()
     try:
         if task == "classification":
             body = AutoModel.from_pretrained(folder).eval()
@@ -103,6 +106,8 @@ def _plain_transformers_logits(folder: Path, task: str, ids, mask):
             sys.modules["peft"] = saved
         else:
             del sys.modules["peft"]
+        # transformers caches "peft is missing"; later tests (trl with a peft_config) need the truth.
+        import_utils.is_peft_available.cache_clear()
     with torch.no_grad():
         if task != "classification":
             return body(input_ids=ids, attention_mask=mask).logits

@@ -71,8 +71,9 @@ def _recipe(scenario: str, method: dict):
 
     model, task, path, columns, max_length = SCENARIOS[scenario]
     raw = {"model": {"name": model, "head_dropout": 0.0},
+           # prompt_style plain: the learning-rate table below was tuned on the ### Instruction prompt.
            "data": {"task": task, "train": {"path": path, "limit": 8}, "max_length": max_length,
-                    "columns": columns, "eval_fraction": 0.0},
+                    "columns": columns, "eval_fraction": 0.0, **({"prompt_style": "plain"} if task == "sft" else {})},
            "method": method}
     return recipe_from_dict(raw, base_dir=RECIPES).recipe
 

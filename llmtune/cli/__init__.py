@@ -12,6 +12,7 @@ from llmtune.cli import embed_cmd
 from llmtune.cli import export_cmd
 from llmtune.cli import ask_cmd, index_cmd, query_cmd
 from llmtune.cli import compare_cmd, report_cmd
+from llmtune.cli import doctor_cmd, preview_cmd
 
 app = typer.Typer(
     name="llmtune",
@@ -22,7 +23,7 @@ app = typer.Typer(
 )
 
 for module in (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd, index_cmd, query_cmd, ask_cmd,
-               report_cmd, compare_cmd):
+               report_cmd, compare_cmd, preview_cmd, doctor_cmd):
     module.register(app)
 
 

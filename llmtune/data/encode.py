@@ -20,6 +20,12 @@ class EncodeStats:
     dropped_truncated: int = 0
     """sft rows whose response was cut off entirely by max_length (nothing left to learn)."""
     notes: list[str] = field(default_factory=list)
+    prompt_style: str | None = None
+    """sft alpaca rows: `chat` (the model's chat template) or `plain` (data.prompt_template)."""
+    assistant_masks: dict[str, int] = field(default_factory=dict)
+    """sft rows rendered through a chat template, by how their assistant tokens were found."""
+    markers_failed: int = 0
+    """Rows whose template's generation markers did not match the assistant turns."""
 
 
 def _text(row: Row, col: str, required: bool = True) -> str | None:
@@ -145,10 +151,14 @@ def _is_chat(rows: list[Row], cfg) -> bool:
 
 
 def encode_sft(rows, tok, cfg, stats: EncodeStats) -> list[dict]:
+    from llmtune.data.prompt_style import resolve_prompt_style
+
     chat = _is_chat(rows, cfg)
+    if not chat:
+        stats.prompt_style = resolve_prompt_style(cfg, tok)
     out = []
     for row in rows:
-        pieces = _chat_pieces(row, tok, cfg) if chat else _alpaca_pieces(row, tok, cfg)
+        pieces = _chat_pieces(row, tok, cfg, stats) if chat else _alpaca_pieces(row, tok, cfg, stats)
         if pieces is None:
             stats.dropped_empty += 1
             continue
@@ -172,7 +182,7 @@ def render_alpaca_prompt(template: str, instruction: str, inp: str) -> str:
     return template.format(instruction=instruction, input=inp, input_block=block)
 
 
-def _alpaca_pieces(row: Row, tok, cfg):
+def _alpaca_pieces(row: Row, tok, cfg, stats: EncodeStats):
     c = cfg.columns
     instruction = _text(row, c.instruction)
     response = _text(row, c.output)
@@ -182,6 +192,10 @@ def _alpaca_pieces(row: Row, tok, cfg):
             return None
         raise DataError(f"{row.where}: empty {c.instruction!r} or {c.output!r}; remove the row or set "
                         f"data.empty_rows: drop")
+    if stats.prompt_style == "chat":
+        from llmtune.data.prompt_style import alpaca_messages
+
+        return _render_chat(alpaca_messages(instruction, inp, response), tok, row, stats)
     try:
         prompt = render_alpaca_prompt(cfg.prompt_template, instruction, inp)
     except (KeyError, IndexError, ValueError) as exc:
@@ -196,7 +210,7 @@ def _alpaca_pieces(row: Row, tok, cfg):
     return [(prompt_ids, False), (response_ids, True)]
 
 
-def _chat_pieces(row: Row, tok, cfg):
+def _chat_pieces(row: Row, tok, cfg, stats: EncodeStats):
     msgs = row.data.get(cfg.columns.messages)
     if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
         raise DataError(f"{row.where}: column {cfg.columns.messages!r} must be a list of "
@@ -204,31 +218,26 @@ def _chat_pieces(row: Row, tok, cfg):
     if getattr(tok, "chat_template", None) is None:
         raise DataError(f"{row.where}: chat rows need a tokenizer with a chat template; this model's "
                         f"tokenizer has none (use alpaca fields, or a chat model)")
+    return _render_chat(msgs, tok, row, stats)
+
+
+def _render_chat(msgs, tok, row: Row, stats: EncodeStats):
+    """Pieces of (ids, trains) with verified assistant masks (data/chat_masks.py)."""
+    from llmtune.data.chat_masks import encode_chat
+
     try:
-        return _render_chat(msgs, tok, row)
+        enc = encode_chat(msgs, tok, row.where)
     except DataError:
         raise
     except Exception as exc:  # jinja2 raises from inside the model's own template
         raise DataError(f"{row.where}: the chat template could not render these messages "
                         f"({type(exc).__name__}: {exc}); check roles and contents") from None
-
-
-def _render_chat(msgs, tok, row: Row):
-    # Render growing prefixes: tokens added by an assistant turn train, the rest do not.
-    # This works with any chat template, without {% generation %} markers.
-    pieces, done = [], []
-    for i, msg in enumerate(msgs):
-        if msg["role"] == "assistant":
-            before = tok.apply_chat_template(msgs[:i], tokenize=False, add_generation_prompt=True) if i else ""
-            after = tok.apply_chat_template(msgs[: i + 1], tokenize=False)
-            prev = "".join(done)
-            pieces.append((before[len(prev):], False))
-            pieces.append((after[len(before):], True))
-            done = [after]
-    total = tok.apply_chat_template(msgs, tokenize=False)
-    prev = "".join(done)
-    if len(total) > len(prev):
-        pieces.append((total[len(prev):], False))
-    if not any(trains for _, trains in pieces):
-        raise DataError(f"{row.where}: no assistant message to learn from")
-    return [(tok(text, add_special_tokens=False)["input_ids"], trains) for text, trains in pieces if text]
+    stats.assistant_masks[enc.source] = stats.assistant_masks.get(enc.source, 0) + 1
+    stats.markers_failed += enc.markers_failed is not None
+    pieces = []
+    for token, trains in zip(enc.ids, enc.trains):
+        if pieces and pieces[-1][1] == trains:
+            pieces[-1][0].append(token)
+        else:
+            pieces.append(([token], trains))
+    return pieces

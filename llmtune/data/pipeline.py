@@ -41,7 +41,8 @@ def split_rows(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], 
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
-def prepare_data(data_cfg, tok) -> Prepared:
+def prepare_data(data_cfg, tok, store_cache: bool = True) -> Prepared:
+    """`store_cache=False` reads the cache but never writes it (`llmtune preview` writes nothing)."""
     train_rows, train_fp = read_source(data_cfg.train)
     if data_cfg.eval is not None:
         eval_rows, eval_fp = read_source(data_cfg.eval)
@@ -63,9 +64,10 @@ def prepare_data(data_cfg, tok) -> Prepared:
             "eval": _encode(eval_rows, tok, data_cfg, labels, stats) if eval_rows else [],
             "summary": {"truncated": stats.truncated, "dropped_empty": stats.dropped_empty,
                         "dropped_truncated": stats.dropped_truncated,
-                        "train_rows": len(train_rows), "eval_rows": len(eval_rows)},
+                        "train_rows": len(train_rows), "eval_rows": len(eval_rows), **_render_summary(stats)},
         }
-        cache.store_cached(key, cached)
+        if store_cache:
+            cache.store_cached(key, cached)
     source = data_cfg.train.path or data_cfg.train.hub
     if not cached["train"]:
         raise DataError(f"{source}: no usable training rows out of {len(train_rows)} "
@@ -75,6 +77,13 @@ def prepare_data(data_cfg, tok) -> Prepared:
                         f"evaluation rows out of {len(eval_rows)} ({_left_out(cached['summary'])})")
     return Prepared(cached["train"], cached["eval"], labels,
                     {"train": train_fp, "eval": eval_fp, "cache_key": key}, cached["summary"])
+
+
+def _render_summary(stats) -> dict:
+    """How sft rows were rendered (prompt style, how assistant masks were found), when it applies."""
+    out = {"prompt_style": stats.prompt_style, "assistant_masks": stats.assistant_masks or None,
+           "markers_failed": stats.markers_failed or None}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _left_out(summary: dict) -> str:

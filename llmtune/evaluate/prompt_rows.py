@@ -69,7 +69,10 @@ def classification_rows(rows, data_cfg, labels: list[str], words: list[str]) -> 
     return out
 
 
-def sft_rows(rows, data_cfg) -> list[PromptRow]:
+def sft_rows(rows, data_cfg, alpaca_chat: bool = False) -> list[PromptRow]:
+    """`alpaca_chat`: alpaca rows are prompted through the chat template (one user turn), as
+    data.prompt_style trained them."""
+    from llmtune.data.prompt_style import alpaca_messages
     from llmtune.evaluate.templates import query_fields
 
     c = data_cfg.columns
@@ -81,7 +84,8 @@ def sft_rows(rows, data_cfg) -> list[PromptRow]:
         else:
             instruction, inp = _text(row, c.instruction), row.data.get(c.input) or ""
             key = f"{instruction}\n{inp}".strip()
-            item = PromptRow(key, query_fields(row.data, data_cfg), _text(row, c.output), row.where)
+            item = PromptRow(key, query_fields(row.data, data_cfg), _text(row, c.output), row.where,
+                             chat=alpaca_messages(instruction, str(inp)) if alpaca_chat else None)
         if item is not None and item.key and item.answer.strip():
             out.append(item)
     return out
@@ -115,7 +119,7 @@ def load_rows(recipe) -> tuple[list, list, list[str] | None]:
     return (evals or train), pool, labels
 
 
-def to_prompt_rows(rows, data_cfg, labels, words) -> list[PromptRow]:
+def to_prompt_rows(rows, data_cfg, labels, words, alpaca_chat: bool = False) -> list[PromptRow]:
     if data_cfg.task == "classification":
         return classification_rows(rows, data_cfg, labels, words)
-    return sft_rows(rows, data_cfg)
+    return sft_rows(rows, data_cfg, alpaca_chat)

@@ -38,10 +38,11 @@ def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device) ->
     started = time.perf_counter()
     eval_rows, pool_rows, labels = load_rows(r)
     words = resolve_verbalizers(labels, e.verbalizers) if d.task == "classification" else None
-    queries = to_prompt_rows(eval_rows, d, labels, words)[:limit or None]
+    k = e.shots or 0
+    alpaca_chat = _alpaca_through_chat(d, tok, text_prompts=bool(k or e.templates), reporter=reporter)
+    queries = to_prompt_rows(eval_rows, d, labels, words, alpaca_chat)[:limit or None]
     if not queries:
         raise UserError("no eval rows left to prompt with (all empty?)")
-    k = e.shots or 0
     chat = queries[0].chat is not None
     if chat and (k or e.templates):
         raise UserError("eval.shots > 0 and eval.templates need alpaca-style rows (instruction/output); "
@@ -73,6 +74,22 @@ def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device) ->
     }
     result["prompt_seconds"] = round(time.perf_counter() - started, 3)
     return result
+
+
+def _alpaca_through_chat(d, tok, text_prompts: bool, reporter) -> bool:
+    """Whether alpaca rows are prompted through the chat template, as data.prompt_style trains
+    them. Few-shot demonstrations and eval.templates are text prompts by nature: they keep the
+    text form, with a warning when training used the chat template."""
+    from llmtune.data.prompt_style import CHAT, resolve_prompt_style
+
+    if d.task != "sft" or d.format == "chat" or resolve_prompt_style(d, tok) != CHAT:
+        return False
+    if text_prompts:
+        reporter.warn("eval.shots/eval.templates build text prompts, but alpaca rows train through the model's chat "
+                      "template (data.prompt_style resolves to chat); a model trained so is prompted unlike its "
+                      "training here. Set data.prompt_style: plain to train and prompt with the same text")
+        return False
+    return True
 
 
 def _assemble(entries: list[dict], task: str, has_templates: bool) -> dict:

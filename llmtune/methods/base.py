@@ -100,6 +100,10 @@ class Method:
     can_merge: ClassVar[bool] = False
     trains_itself: ClassVar[bool] = False
     """True for methods that implement `fit` (the run's loop is not used)."""
+    virtual_tokens_at: ClassVar[str | None] = None
+    """Methods that learn positions which are not input tokens (`config.num_virtual_tokens` of
+    them): `input` (in front of the input) or `attention` (in front of every layer's keys and
+    values). `llmtune preview` shows them as such."""
 
     def __init__(self, config: MethodConfig):
         self.config = config

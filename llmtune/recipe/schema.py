@@ -109,8 +109,17 @@ class DataSection(Section):
     prompt_template: str = (
         "### Instruction:\n{instruction}\n\n{input_block}### Response:\n"
     )
-    """Prompt for alpaca rows. `{instruction}`, `{input}` and `{input_block}` (the input
-    under an `### Input:` header, or nothing when the input is empty) are filled in."""
+    """Prompt for alpaca rows with `prompt_style: plain`. `{instruction}`, `{input}` and
+    `{input_block}` (the input under an `### Input:` header, or nothing when the input is
+    empty) are filled in. Giving it in a recipe without `prompt_style` implies `plain`."""
+    prompt_style: Literal["auto", "chat", "plain"] = "auto"
+    """How alpaca rows become a prompt. `chat`: through the model's chat template, the
+    instruction (and input, after a blank line) as the user turn and the output as the
+    assistant turn, with the loss on the assistant turn only. `plain`: the
+    `prompt_template` text followed by the output and end-of-sequence. `auto`: `chat` when
+    the model's tokenizer has a chat template, else `plain`. Training, `llmtune eval` and
+    `llmtune preview` render prompts the same way; the choice is logged and recorded in the
+    manifest's data summary."""
     max_length: int = Field(256, gt=0)
     """Tokens per example; longer examples are truncated (and counted in the log)."""
     truncation_side: Literal["right", "left"] = "right"
@@ -140,6 +149,8 @@ class DataSection(Section):
     def _string_sources(cls, data):
         if isinstance(data, dict):
             data = dict(data)
+            if "prompt_template" in data and "prompt_style" not in data:
+                data["prompt_style"] = "plain"  # a template written out is meant to be used
             for key in ("train", "eval"):
                 if isinstance(data.get(key), str):
                     data[key] = {"path": data[key]}
@@ -183,6 +194,18 @@ class TrainSection(Section):
     """NaN/inf loss: stop (keeping the last good checkpoint) or skip that step."""
     max_skipped_steps: int = Field(10, ge=0)
     """With `skip`, stop anyway after this many skipped steps."""
+    report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = []
+    """Experiment trackers to send the run to, any of `tensorboard`, `wandb`, `mlflow`,
+    `trackio` (through accelerate's trackers). Each receives every record metrics.jsonl gets
+    and the resolved recipe as hyperparameters; only the main process logs. TensorBoard
+    writes event files to RUN_DIR/tracking/; the others follow their own settings
+    (WANDB_MODE, WANDB_PROJECT, MLFLOW_TRACKING_URI, ...). Each needs its package installed
+    (`pip install tensorboard`, ...); a missing one stops the run before training."""
+
+    @field_validator("report_to")
+    @classmethod
+    def _distinct_trackers(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
 
 
 def _check_template(source: str) -> str:

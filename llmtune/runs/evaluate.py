@@ -13,6 +13,10 @@ from llmtune.runs.open import Target, open_target
 def evaluate_target(target: Path, overrides: list[str], limit: int | None, reporter) -> dict:
     t = open_target(target, overrides)
     r = t.recipe
+    if t.final is not None:
+        from llmtune.models.chat_template import check_saved_tokenizer
+
+        check_saved_tokenizer(t.final, reporter, "eval")
     head = {"target": str(target), "task": r.data.task, "method": r.method.name}
     custom = t.method.evaluate(r, t.final, limit, reporter)
     if custom is not None:

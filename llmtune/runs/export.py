@@ -31,6 +31,7 @@ def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, report
         raise UserError(f"{run_dir}: no such run directory; pass the folder `llmtune train` wrote")
     target = open_run(run_dir)
     r, method, final = target.recipe, target.method, target.final
+    template_notes(run_dir, final, reporter)
     out = Path(out)
     _check_out(out, run_dir, overwrite)
     if merge and not method.can_merge:
@@ -59,6 +60,21 @@ def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, report
     reporter.log(message)
     return {"run_dir": str(run_dir), "out": str(out), "method": method.name, "form": form,
             "files": files, "message": message}
+
+
+def template_notes(run_dir: Path, final: Path, reporter) -> None:
+    """The export carries final/'s tokenizer, chat template included: say so when that template
+    is not the one training used, or when training did not use a chat template at all."""
+    from llmtune.models.chat_template import check_saved_tokenizer
+    from llmtune.train.manifest import read_manifest
+    from llmtune.train.run_dir import RunDir
+
+    check_saved_tokenizer(final, reporter, "export")
+    summary = (read_manifest(RunDir(Path(run_dir))) or {}).get("data_summary") or {}
+    if summary.get("prompt_style") == "plain":
+        reporter.warn("export: this run trained alpaca rows with data.prompt_template (data.prompt_style: plain), "
+                      "not with the chat template the exported tokenizer carries; prompt the exported model with "
+                      "that same prompt text, not through its chat template")
 
 
 def _check_out(out: Path, run_dir: Path, overwrite: bool) -> None:

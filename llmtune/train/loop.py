@@ -24,8 +24,10 @@ import torch
 from llmtune.data.batching import collate, epoch_batches
 from llmtune.data.cache import tokenizer_fingerprint
 from llmtune.data.pipeline import prepare_data
+from llmtune.data.prompt_style import describe as describe_rendering
 from llmtune.evaluate.supervised import evaluate_examples, headline
 from llmtune.methods.base import Outcome
+from llmtune.models.chat_template import template_hash
 from llmtune.models.load import load_tokenizer
 from llmtune.train import checkpoint as ckpt
 from llmtune.train.assemble import build_for_training
@@ -107,7 +109,8 @@ class Loop:
 
     def _manifest(self) -> dict:
         return {"data_fingerprint": self.data.fingerprint, "data_summary": self.data.summary,
-                "tokenizer_hash": tokenizer_fingerprint(self.tok), "trainable_parameters": self.trainable,
+                "tokenizer_hash": tokenizer_fingerprint(self.tok), "chat_template_hash": template_hash(self.tok),
+                "trainable_parameters": self.trainable,
                 "total_parameters": self.total, "total_steps": self.total_steps}
 
     def _resume(self) -> dict | None:
@@ -302,6 +305,8 @@ def _data_line(data, max_length: int) -> str:
     if s.get("dropped_truncated"):
         line += (f"; {s['dropped_truncated']} rows dropped because truncation cut off everything "
                  f"the loss trains on (raise data.max_length to keep them)")
+    if rendering := describe_rendering(s):
+        line += f"; {rendering}"
     return line
 
 

@@ -77,6 +77,7 @@ WATCHED = {
     "recipe_git_sha": "the git commit of the recipe's folder",
     "data_fingerprint": "the data (file contents, data settings or tokenizer)",
     "tokenizer_hash": "the tokenizer",
+    "chat_template_hash": "the chat template",
     "seed": "train.seed",
     "method": "the method",
     "model": "the model",

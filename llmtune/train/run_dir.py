@@ -18,6 +18,8 @@ from llmtune.errors import UserError
 @dataclass
 class RunDir:
     path: Path
+    tracker: object | None = None
+    """The run's experiment trackers (train/tracking.py), which see every metrics record."""
 
     @property
     def recipe(self) -> Path:
@@ -43,6 +45,8 @@ class RunDir:
         with open(self.metrics, "a") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
+        if self.tracker is not None:
+            self.tracker.log(record)
 
     def drop_metrics_after(self, step: int) -> None:
         """On resume, records written after the checkpoint belong to the lost part of the run."""

@@ -42,7 +42,10 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
                overwrite: bool = False) -> dict:
     """Train what a loaded recipe describes into its run directory; returns the result."""
     recipe, recipe_path = loaded.recipe, loaded.path
+    from llmtune.train.tracking import check_installed, start_tracking
+
     out = (Path(output).expanduser() if output else default_output(recipe, recipe_path)).absolute()
+    check_installed(recipe.train.report_to)  # a missing tracker package fails before anything is written
     if resume and not out.exists():
         raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
     main = is_main_process()
@@ -53,7 +56,12 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
         run = RunDir(out)  # other ranks never write to the run directory
     reporter.log(f"run directory: {run.path}")
     session = RunSession(recipe, recipe_path, run, reporter, resume=resume, main=main)
-    return session.run(method_for(recipe.method))
+    run.tracker = start_tracking(recipe, run) if main else None
+    try:
+        return session.run(method_for(recipe.method))
+    finally:
+        if run.tracker is not None:
+            run.tracker.finish()
 
 
 class RunSession:

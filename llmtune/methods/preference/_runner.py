@@ -18,6 +18,7 @@ from llmtune.methods.preference._models import parameter_counts
 from llmtune.methods.preference._trainer import (RunCallback, clean_eval, last_checkpoint, quiet_libraries,
                                                  to_dataset, training_args, use_llmtune_output)
 from llmtune.methods.preference.setup import Setup
+from llmtune.models.chat_template import template_hash
 from llmtune.models.load import load_tokenizer
 from llmtune.models.precision import keep_trainable_in
 
@@ -91,6 +92,7 @@ def _train(job, method, trainer, callback, tok, data, extra: dict) -> Outcome:
                 "no complete checkpoint to resume from; starting from the beginning")
     job.begin({"trainer": type(trainer).__name__, "data_fingerprint": data.fingerprint,
                "data_summary": data.summary, "tokenizer_hash": tokenizer_fingerprint(tok),
+               "chat_template_hash": template_hash(tok),
                "trainable_parameters": trainable, "total_parameters": total, **extra},
               resumed_step=int(resume_from.name.split("-")[1]) if resume_from else 0)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -43,6 +43,7 @@ class Prefix(Method):
     name = "prefix"
     Config = PrefixConfig
     summary = "learned key/value prefixes at every attention layer (optional MLP reparameterisation)"
+    virtual_tokens_at = "attention"
 
     def apply(self, body, *, causal: bool):
         from llmtune.methods.prompts._prefix_attention import PrefixEncoder, attention_shape

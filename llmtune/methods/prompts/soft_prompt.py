@@ -63,6 +63,7 @@ class SoftPrompt(Method):
     name = "soft-prompt"
     Config = SoftPromptConfig
     summary = "learned virtual tokens before the input: prompt tuning, or p-tuning with an MLP/LSTM encoder"
+    virtual_tokens_at = "input"
 
     def apply(self, body, *, causal: bool):
         from llmtune.methods.prompts._soft_prompt_model import PromptedModel, PromptEncoder
