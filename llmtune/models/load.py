@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from llmtune.errors import UserError
-from llmtune.models import builtin
+from llmtune.models import builtin, gguf_cache
 
 CAUSAL_TASKS = frozenset({"causal_lm", "sft", "preference", "unpaired_preference", "prompts"})
 
@@ -15,6 +15,8 @@ def resolve_source(name: str) -> str:
     """A loadable path or hub id for `name` (built-in tiny models have none: they are built)."""
     if name == "minilm":
         return str(builtin.minilm_path())
+    if gguf_cache.is_gguf_name(name):
+        return str(gguf_cache.converted_folder(name))
     return name
 
 

@@ -26,10 +26,12 @@ def default_output(loaded: LoadedRecipe) -> Path:
 def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None = None, resume: bool = False,
                overwrite: bool = False) -> dict:
     from llmtune.methods.registry import get_method
+    from llmtune.models.gguf_cache import provenance as model_provenance
 
     out = (Path(output).expanduser() if output else default_output(loaded)).absolute()
     if resume and not out.exists():
         raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
+    source = model_provenance(loaded.recipe.model.name)  # GGUF-sourced models: file, hash, dequantized
     if is_main_process():
         run = open_run_dir(out, resume=resume, overwrite=overwrite)
         write_resolved_recipe(run, loaded.recipe, loaded.base_dir)
@@ -38,5 +40,6 @@ def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None 
         run = RunDir(out)
     method = get_method(loaded.recipe.method.name)(loaded.recipe.method)
     reporter.log(f"run directory: {run.path}")
-    ctx = RunContext(loaded=loaded, run=run, reporter=reporter, resume=resume)
+    ctx = RunContext(loaded=loaded, run=run, reporter=reporter, resume=resume,
+                     manifest_extra={"model_source": source} if source else {})
     return method.fit(ctx)
