@@ -4,11 +4,13 @@ Few-shot prompts that use the same demonstrations in the same order begin with t
 tokens; re-encoding those for every query is most of an ICL evaluation's cost. Rows are
 grouped by their common token prefix (found on the token ids themselves, so nothing is
 assumed about templates or tokenizers); each group's prefix runs through the model once,
-and its key/value cache is reused for every row of the group, whose remaining tokens are
-scored in batches. The result is the same computation up to float rounding.
+and its key/value cache is reused for every row of the group. The rows' remaining tokens
+are scored in batches that may mix groups (each row's prefix cache left-padded to the
+longest in the batch), sized by new tokens rather than rows, so that short suffixes still
+make large matrix products. The result is the same computation up to float rounding.
 
 Two guards keep it honest: only models that are plain transformers causal LMs (or peft
-models that do not learn prompt tokens) take this path, and before scoring, one row is
+models that do not learn prompt tokens) take this path, and before scoring, two rows are
 scored both ways; if they differ, everything is scored the plain way.
 """
 
@@ -105,25 +107,62 @@ def encode_prefix(body, ids: list[int], device):
     return getattr(out, "cache", None) or out.past_key_values
 
 
-def suffix_logits(body, prefix_cache, prefix_len: int, batch, keep: int, pad_id: int, device):
-    """Logits of each row's last `keep` positions, the row's first `prefix_len` ids coming from
-    the cache. Suffixes are left-padded; the padding sits between prefix and suffix, masked
-    out, and positions count real tokens only, as if each row were alone."""
+def stacked_cache(prefixes: list[tuple[object, int]], width: int):
+    """One cache for a batch whose rows continue different prefixes: each row's prefix
+    keys/values left-padded to `width` (the padding is masked out; rotary positions are
+    already inside the cached keys, so padding shifts nothing)."""
+    import torch
+    from torch.nn.functional import pad
+
+    out = copy.deepcopy(prefixes[0][0])  # keeps the model's cache and layer classes
+    for i, layer in enumerate(out.layers):
+        for name in ("keys", "values"):
+            parts = [pad(getattr(c.layers[i], name), (0, 0, width - n, 0)) for c, n in prefixes]
+            setattr(layer, name, torch.cat(parts, dim=0))
+    return out
+
+
+def suffix_logits(body, prefixes: list[tuple[object, int]], batch, keep: int, pad_id: int, device):
+    """Logits of each row's last `keep` positions, row i's first `prefixes[i][1]` ids coming
+    from the cache `prefixes[i][0]`. Prefixes are left-padded to the longest, suffixes to
+    theirs; all padding is masked out and positions count real tokens only, as if each row
+    were alone."""
     import torch
 
-    suffixes = [r.ids[prefix_len:] for r in batch]
-    width = max(len(s) for s in suffixes)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for i, s in enumerate(suffixes):
-        ids[i, width - len(s):] = torch.tensor(s)
-        mask[i, width - len(s):] = 1
-    positions = prefix_len + (mask.cumsum(-1) - 1).clamp(min=0)
-    attention = torch.cat([torch.ones((len(batch), prefix_len), dtype=torch.long), mask], dim=1)
-    cache = copy.deepcopy(prefix_cache)  # the forward appends to it; the prefix's stays clean
-    cache.batch_repeat_interleave(len(batch))
-    return body(input_ids=ids.to(device), attention_mask=attention.to(device), position_ids=positions.to(device),
+    lengths = [n for _, n in prefixes]
+    width, suffixes = max(lengths), [r.ids[n:] for r, n in zip(batch, lengths)]
+    span = max(len(x) for x in suffixes)
+    ids = torch.full((len(batch), span), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width + span), dtype=torch.long)
+    for i, (x, n) in enumerate(zip(suffixes, lengths)):
+        ids[i, span - len(x):] = torch.tensor(x)
+        mask[i, width - n:width] = 1
+        mask[i, width + span - len(x):] = 1
+    start = torch.tensor(lengths).unsqueeze(1)
+    positions = start + (mask[:, width:].cumsum(-1) - 1).clamp(min=0)
+    cache = stacked_cache(prefixes, width)  # the forward appends to it; the prefixes stay clean
+    return body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 use_cache=True, logits_to_keep=keep, **{_cache_keyword(body): cache}).logits[:, -keep:]
+
+
+ROWS_PER_BATCH = 8
+"""A shared batch holds up to this many times `eval.batch_size` rows, as long as its new
+tokens do not exceed those of a plain batch: short suffixes alone would make small, slow
+matrix products. Key/value memory can then reach this many times a plain batch's."""
+
+
+def _batches(rows, members: list[int], lengths: dict[int, int], batch_size: int) -> list[list[int]]:
+    """Rows by suffix length, cut so a batch runs about as many new tokens as a plain one."""
+    budget = batch_size * max(len(rows[i].ids) for i in members)
+    order = sorted(members, key=lambda i: len(rows[i].ids) - lengths[i])
+    out, current = [], []
+    for i in order:
+        width = len(rows[i].ids) - lengths[i]
+        if current and ((len(current) + 1) * width > budget or len(current) >= ROWS_PER_BATCH * batch_size):
+            out.append(current)
+            current = []
+        current.append(i)
+    return out + ([current] if current else [])
 
 
 def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain_logprobs, pick) -> tuple[list[int], dict]:
@@ -135,26 +174,35 @@ def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain
              "tokens_encoded": sum(len(r.ids) for r in rows) - sum(g.length * (len(g.rows) - 1) for g in groups)}
     if not groups:
         return list(range(len(rows))), stats
-    if not _agrees(body, rows, groups[0], pad_id, device, plain_logprobs, pick):
+    caches = [encode_prefix(body, rows[g.rows[0]].ids[:g.length], device) for g in groups]
+    of_row = {i: gi for gi, g in enumerate(groups) for i in g.rows}
+    lengths = {i: groups[gi].length for i, gi in of_row.items()}
+
+    def run(batch_rows: list[int]):
+        batch = [rows[i] for i in batch_rows]
+        keep = max(d for r in batch for d, _, _ in r.targets) + 1
+        prefixes = [(caches[of_row[i]], lengths[i]) for i in batch_rows]
+        return pick(suffix_logits(body, prefixes, batch, keep, pad_id, device), batch, keep, device)
+
+    if not _agrees(run, body, rows, groups, pad_id, device, plain_logprobs):
         stats.update(groups=0, rows_sharing=0, tokens_encoded=stats["tokens_total"], fell_back=True)
         return list(range(len(rows))), stats
-    for group in groups:
-        cache = encode_prefix(body, rows[group.rows[0]].ids[:group.length], device)
-        members = sorted(group.rows, key=lambda i: len(rows[i].ids))
-        for s in range(0, len(members), batch_size):
-            batch = [rows[i] for i in members[s:s + batch_size]]
-            keep = max(d for r in batch for d, _, _ in r.targets) + 1
-            logits = suffix_logits(body, cache, group.length, batch, keep, pad_id, device)
-            add(*pick(logits, batch, keep, device))
+    for batch_rows in _batches(rows, list(of_row), lengths, batch_size):
+        add(*run(batch_rows))
     return alone, stats
 
 
-def _agrees(body, rows, group, pad_id: int, device, plain_logprobs, pick) -> bool:
-    """One row scored both ways: a model whose cache does not reproduce its own forward
-    (an exotic attention, a wrapper) is caught here instead of skewing the scores."""
-    row = rows[group.rows[0]]
-    keep = max(d for d, _, _ in row.targets) + 1
-    cache = encode_prefix(body, row.ids[:group.length], device)
-    shared, _ = pick(suffix_logits(body, cache, group.length, [row], keep, pad_id, device), [row], keep, device)
-    plain, _ = plain_logprobs(body, [row], pad_id, device)
+def _agrees(run, body, rows, groups, pad_id: int, device, plain_logprobs) -> bool:
+    """The first row of the first two groups, scored together the shared way and one by
+    one the plain way: a model whose cache does not reproduce its own forward (an exotic
+    attention, a wrapper, another transformers version) is caught here instead of skewing
+    the scores. Two groups, so that prefixes of different lengths share a batch."""
+    import torch
+
+    probe = [g.rows[0] for g in groups[:2]]
+    try:
+        shared, _ = run(probe)
+    except (AttributeError, TypeError, ValueError, RuntimeError, NotImplementedError):
+        return False
+    plain = torch.cat([plain_logprobs(body, [rows[i]], pad_id, device)[0] for i in probe])
     return bool((shared.float() - plain.float()).abs().max() <= TOLERANCE)
