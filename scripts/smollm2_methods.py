@@ -99,6 +99,27 @@ def headline(result: dict | None) -> str:
     return "-"
 
 
+def last_loss(run: Path) -> float | None:
+    losses = [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return losses[-1] if losses else None
+
+
+def export(run: Path, out: Path, task: str) -> str:
+    """Merged where the method can merge (else adapter-only); a merged causal LM must load
+    with plain transformers."""
+    code, exported, err = llmtune("export", str(run), "--out", str(out), "--overwrite", "--merge")
+    if code == 2:
+        code, exported, err = llmtune("export", str(run), "--out", str(out), "--overwrite")
+    if code != 0:
+        return f"export exit {code}"
+    if exported["form"] == "merged" and task != "classification":
+        from transformers import AutoModelForCausalLM
+
+        AutoModelForCausalLM.from_pretrained(out)
+        return "merged (loads in transformers)"
+    return exported["form"]
+
+
 def run_case(name: str, runs: Path) -> dict:
     recipe = runs / f"{name}.yaml"
     recipe.write_text(yaml.safe_dump(recipe_for(name, runs), sort_keys=False))
@@ -108,12 +129,11 @@ def run_case(name: str, runs: Path) -> dict:
     row = {"method": name, "task": CASES[name][0]["task"], "seconds": time.perf_counter() - started}
     if code != 0:
         return {**row, "status": f"train exit {code}: {err.strip().splitlines()[-1] if err.strip() else ''}"}
-    row["loss"] = trained.get("loss") if trained else None
+    row["loss"] = last_loss(run)
     row["trainable"] = trained.get("trainable_parameters") if trained else None
     code, evaluated, err = llmtune("eval", str(run))
     row["eval"] = headline(evaluated) if code == 0 else f"eval exit {code}: {err.strip().splitlines()[-1]}"
-    code, exported, err = llmtune("export", str(run), "--out", str(runs / f"{name}-export"), "--overwrite")
-    row["export"] = exported["form"] if code == 0 else f"export exit {code}"
+    row["export"] = export(run, runs / f"{name}-export", CASES[name][0]["task"])
     row["status"] = "ok" if not any(str(row[k]).startswith(("eval exit", "export exit")) for k in ("eval", "export")) \
         else "failed"
     row["seconds"] = time.perf_counter() - started

@@ -5,9 +5,8 @@ tokens; re-encoding those for every query is most of an ICL evaluation's cost. R
 grouped by their common token prefix (found on the token ids themselves, so nothing is
 assumed about templates or tokenizers); each group's prefix runs through the model once,
 and its key/value cache is reused for every row of the group. The rows' remaining tokens
-are scored in batches that may mix groups (each row's prefix cache left-padded to the
-longest in the batch), sized by new tokens rather than rows, so that short suffixes still
-make large matrix products. The result is the same computation up to float rounding.
+are scored in batches of `eval.batch_size` rows; a group's last rows share a batch with
+the next group's (each row's prefix cache left-padded to the longest in the batch). The result is the same computation up to float rounding.
 
 Two guards keep it honest: only models that are plain transformers causal LMs (or peft
 models that do not learn prompt tokens) take this path, and before scoring, two rows are
@@ -99,70 +98,85 @@ def _cache_keyword(body) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def encode_prefix(body, ids: list[int], device):
+@dataclass
+class CachedPrefix:
+    cache: object
+    """The key/value cache of a batch of left-padded prefixes."""
+    index: int
+    """This prefix's row in that batch."""
+    width: int
+    """The batch's padded prefix length: this prefix fills its last `length` positions."""
+    length: int
+
+
+def encode_prefixes(body, prefixes: list[list[int]], pad_id: int, batch_size: int, device) -> list[CachedPrefix]:
+    """Each prefix's key/value cache, `batch_size` prefixes per forward pass, left-padded."""
     import torch
 
-    out = body(input_ids=torch.tensor([ids], device=device), use_cache=True, logits_to_keep=1,
-               **{_cache_keyword(body): None})
-    return getattr(out, "cache", None) or out.past_key_values
+    out = []
+    for s in range(0, len(prefixes), batch_size):
+        chunk = prefixes[s:s + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, p in enumerate(chunk):
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        result = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                      use_cache=True, logits_to_keep=1, **{_cache_keyword(body): None})
+        cache = getattr(result, "cache", None) or result.past_key_values
+        out.extend(CachedPrefix(cache, i, width, len(p)) for i, p in enumerate(chunk))
+    return out
 
 
-def stacked_cache(prefixes: list[tuple[object, int]], width: int):
+def stacked_cache(prefixes: list[CachedPrefix], width: int):
     """One cache for a batch whose rows continue different prefixes: each row's prefix
     keys/values left-padded to `width` (the padding is masked out; rotary positions are
     already inside the cached keys, so padding shifts nothing)."""
     import torch
     from torch.nn.functional import pad
 
-    out = copy.deepcopy(prefixes[0][0])  # keeps the model's cache and layer classes
+    out = copy.copy(prefixes[0].cache)  # keeps the model's cache class; its layers are replaced below
+    out.layers = [copy.copy(layer) for layer in out.layers]
     for i, layer in enumerate(out.layers):
         for name in ("keys", "values"):
-            parts = [pad(getattr(c.layers[i], name), (0, 0, width - n, 0)) for c, n in prefixes]
+            parts = [pad(getattr(p.cache.layers[i], name)[p.index:p.index + 1], (0, 0, width - p.width, 0))
+                     for p in prefixes]
             setattr(layer, name, torch.cat(parts, dim=0))
     return out
 
 
-def suffix_logits(body, prefixes: list[tuple[object, int]], batch, keep: int, pad_id: int, device):
-    """Logits of each row's last `keep` positions, row i's first `prefixes[i][1]` ids coming
-    from the cache `prefixes[i][0]`. Prefixes are left-padded to the longest, suffixes to
+def suffix_logits(body, prefixes: list[CachedPrefix], batch, keep: int, pad_id: int, device):
+    """Logits of each row's last `keep` positions, row i's first `prefixes[i].length` ids
+    coming from its cached prefix. Prefixes are left-padded to the widest, suffixes to
     theirs; all padding is masked out and positions count real tokens only, as if each row
     were alone."""
     import torch
 
-    lengths = [n for _, n in prefixes]
-    width, suffixes = max(lengths), [r.ids[n:] for r, n in zip(batch, lengths)]
+    width = max(p.width for p in prefixes)
+    suffixes = [r.ids[p.length:] for r, p in zip(batch, prefixes)]
     span = max(len(x) for x in suffixes)
     ids = torch.full((len(batch), span), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width + span), dtype=torch.long)
-    for i, (x, n) in enumerate(zip(suffixes, lengths)):
+    for i, (x, p) in enumerate(zip(suffixes, prefixes)):
         ids[i, span - len(x):] = torch.tensor(x)
-        mask[i, width - n:width] = 1
+        mask[i, width - p.length:width] = 1
         mask[i, width + span - len(x):] = 1
-    start = torch.tensor(lengths).unsqueeze(1)
+    start = torch.tensor([p.length for p in prefixes]).unsqueeze(1)
     positions = start + (mask[:, width:].cumsum(-1) - 1).clamp(min=0)
-    cache = stacked_cache(prefixes, width)  # the forward appends to it; the prefixes stay clean
+    cache = stacked_cache(prefixes, width)  # new tensors: the forward appends to them, the prefixes stay clean
     return body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                 use_cache=True, logits_to_keep=keep, **{_cache_keyword(body): cache}).logits[:, -keep:]
 
 
-ROWS_PER_BATCH = 8
-"""A shared batch holds up to this many times `eval.batch_size` rows, as long as its new
-tokens do not exceed those of a plain batch: short suffixes alone would make small, slow
-matrix products. Key/value memory can then reach this many times a plain batch's."""
-
-
-def _batches(rows, members: list[int], lengths: dict[int, int], batch_size: int) -> list[list[int]]:
-    """Rows by suffix length, cut so a batch runs about as many new tokens as a plain one."""
-    budget = batch_size * max(len(rows[i].ids) for i in members)
-    order = sorted(members, key=lambda i: len(rows[i].ids) - lengths[i])
-    out, current = [], []
-    for i in order:
-        width = len(rows[i].ids) - lengths[i]
-        if current and ((len(current) + 1) * width > budget or len(current) >= ROWS_PER_BATCH * batch_size):
-            out.append(current)
-            current = []
-        current.append(i)
-    return out + ([current] if current else [])
+def _batches(rows, of_row: dict[int, int], lengths: dict[int, int], batch_size: int) -> list[list[int]]:
+    """`batch_size` rows at a time, group by group and by suffix length within a group; a
+    group's last rows fill up with the next group's. Not more rows than a plain batch: each
+    row holds its own copy of the prefix keys/values, and larger batches measured slower on
+    CPU (memory-bound copies, grouped-query heads repeated inside attention)."""
+    order = sorted(of_row, key=lambda i: (of_row[i], len(rows[i].ids) - lengths[i]))
+    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain_logprobs, pick) -> tuple[list[int], dict]:
@@ -174,20 +188,23 @@ def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain
              "tokens_encoded": sum(len(r.ids) for r in rows) - sum(g.length * (len(g.rows) - 1) for g in groups)}
     if not groups:
         return list(range(len(rows))), stats
-    caches = [encode_prefix(body, rows[g.rows[0]].ids[:g.length], device) for g in groups]
     of_row = {i: gi for gi, g in enumerate(groups) for i in g.rows}
     lengths = {i: groups[gi].length for i, gi in of_row.items()}
+    try:
+        cached = encode_prefixes(body, [rows[g.rows[0]].ids[:g.length] for g in groups], pad_id, batch_size, device)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError):
+        cached = None  # a model that takes no cache or position ids this way: the plain path
 
     def run(batch_rows: list[int]):
         batch = [rows[i] for i in batch_rows]
         keep = max(d for r in batch for d, _, _ in r.targets) + 1
-        prefixes = [(caches[of_row[i]], lengths[i]) for i in batch_rows]
+        prefixes = [cached[of_row[i]] for i in batch_rows]
         return pick(suffix_logits(body, prefixes, batch, keep, pad_id, device), batch, keep, device)
 
-    if not _agrees(run, body, rows, groups, pad_id, device, plain_logprobs):
+    if cached is None or not _agrees(run, body, rows, groups, pad_id, device, plain_logprobs):
         stats.update(groups=0, rows_sharing=0, tokens_encoded=stats["tokens_total"], fell_back=True)
         return list(range(len(rows))), stats
-    for batch_rows in _batches(rows, list(of_row), lengths, batch_size):
+    for batch_rows in _batches(rows, of_row, lengths, batch_size):
         add(*run(batch_rows))
     return alone, stats
 
