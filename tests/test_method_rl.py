@@ -51,7 +51,13 @@ def test_grpo_raises_a_rule_based_reward(cli, write_recipe, tmp_path):
     # `llmtune eval` samples with the trained policy and scores with the same reward.
     trained = cli("eval", run, "--json", "--limit", "8")
     assert trained.code == 0, trained.err
-    assert json.loads(trained.out)["mean_reward"] > seen[0]
+    out = json.loads(trained.out)
+    assert out["mean_reward"] > seen[0]
+    # Three samples show what the mean is made of: each a prompt, its completion and that completion's reward.
+    assert len(out["samples"]) == 3
+    for x in out["samples"]:
+        text = x["completion"]
+        assert x["reward"] == pytest.approx(text.count("e") / len(text) if text else 0.0)
 
 
 @pytest.mark.slow

@@ -126,8 +126,12 @@ def test_eval_ranks_the_clearly_better_template_first(tmp_path, cli, write_recip
     out = json.loads(res.out)
     ranking = [(t["index"], t["accuracy"]) for t in out["templates"]]
     assert ranking[0] == (1, 1.0) and ranking[1][0] == 0 and ranking[1][1] <= 0.5
-    assert out["best_template"] == {"index": 1, "template": seeing, "metric": "accuracy", "value": 1.0}
-    assert out["accuracy"] == 1.0  # the top-level scores are the best template's
+    best = out["best_template"]
+    assert {k: best[k] for k in ("index", "template", "metric", "value")} == {
+        "index": 1, "template": seeing, "metric": "accuracy", "value": 1.0}
+    # Chosen on some rows, reported on the others (4 rows in all).
+    assert best["selection_rows"] + best["rows"] == 4 and best["optimistic"] is False
+    assert out["accuracy"] == 1.0 and out["examples"] == best["rows"]  # the best template's held-out scores
     table = cli("eval", recipe)
     assert table.code == 0, table.err
     # The table lists the better template first (the blind one shows as one line, \n escaped).

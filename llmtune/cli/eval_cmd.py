@@ -33,7 +33,7 @@ def eval_(
     from llmtune.cli.tables import print_metrics
 
     if result.get("templates"):
-        print_templates(result["templates"], result["best_template"]["metric"])
+        print_templates(result["templates"], result["best_template"])
     print_metrics(f"eval: {target}", result)
     for sample in result.get("samples") or []:
         print(f"--- reference: {_one_line(sample['reference'])}\n    output:    {_one_line(sample['output'])}")
@@ -44,18 +44,25 @@ def _one_line(text: str, width: int = 100) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def print_templates(rows: list[dict], metric: str) -> None:
-    """One row per template, best first (the order eval.json keeps too)."""
+def print_templates(rows: list[dict], best: dict) -> None:
+    """One row per template, best first (the order eval.json keeps too); with a selection
+    split, the score it was chosen by beside the score it is reported with."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"templates, by {metric}")
-    columns = [c for c in ("accuracy", "macro_f1", "exact_match", "f1") if c in rows[0]]
-    for name in ("rank", "#", "template", *columns, "shortened"):
+    metric = best["metric"]
+    split = "selection" in rows[0]
+    title = f"templates, by {metric}" + (" on the selection rows (held out: the other rows)" if split else "")
+    table = Table(title=title, caption=best["note"])
+    # Split: the headline metric on each part (the rest is in eval.json); else every scalar.
+    columns = [metric] if split else [c for c in ("accuracy", "macro_f1", "exact_match", "f1") if c in rows[0]]
+    heads = ["held out"] if split else columns
+    for name in ("rank", "#", "template", *(["selection"] if split else []), *heads, "shortened"):
         table.add_column(name, justify="left" if name == "template" else "right")
     for row in rows:
+        chosen_by = [f"{row['selection'][metric]:.4f}"] if split else []
         table.add_row(str(row["rank"]), str(row["index"]), _one_line(row["template"].replace("\n", "\\n"), 60),
-                      *(f"{row[c]:.4f}" for c in columns), f"{row['prompts_shortened']}/{row['prompts']}")
+                      *chosen_by, *(f"{row[c]:.4f}" for c in columns), f"{row['prompts_shortened']}/{row['prompts']}")
     Console().print(table)
 
 

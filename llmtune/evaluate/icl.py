@@ -31,13 +31,15 @@ def _check_size(k: int, pool: list) -> None:
                         f"lower eval.shots or give a larger eval.demos")
 
 
-def select_random(queries: list, pool: list, k: int, seed: int) -> list[list[int]]:
+def select_random(queries: list, pool: list, k: int, seed: int, sets: int | None = None) -> list[list[int]]:
+    """k + 1 rows drawn per query (the query's own row, if drawn, is dropped, else the last).
+    With `sets`, query i takes the draw of position i mod `sets`, so queries share sets."""
     _check_size(k, pool)
     index = {row.key: i for i, row in enumerate(pool)}
     ranked = []
     for qi, query in enumerate(queries):
-        # One generator per query: a query's demos do not depend on --limit or on order.
-        rng = random.Random(seed * 1_000_003 + qi)
+        # One generator per position: a query's demos do not depend on --limit or on order.
+        rng = random.Random(seed * 1_000_003 + (qi % sets if sets else qi))
         draw = rng.sample(range(len(pool)), min(k + 1, len(pool)))
         own = index.get(query.key)
         ranked.append([j for j in draw if j != own][:k])

@@ -68,21 +68,37 @@ def _rows(pairs_per_prompt) -> tuple[list[_Row], int]:
     return rows, n_labels
 
 
-def score_labels(body, pairs_per_prompt, *, pad_id: int, batch_size: int, reduce: str, device):
-    """(n_prompts, n_labels) float tensor of label scores (summed or mean token log-probs)."""
+def score_labels(body, pairs_per_prompt, *, pad_id: int, batch_size: int, reduce: str, device,
+                 share_prefix: bool = False, stats: dict | None = None):
+    """(n_prompts, n_labels) float tensor of label scores (summed or mean token log-probs).
+
+    `share_prefix`: rows with a long common prefix (few-shot prompts with the same
+    demonstrations) encode it once (prefix_sharing.py); `stats` receives what was shared."""
     import torch
 
     rows, n_labels = _rows(pairs_per_prompt)
     slots = len(pairs_per_prompt) * n_labels
     total = torch.zeros(slots, dtype=torch.float64)
     count = torch.zeros(slots, dtype=torch.float64)
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r].ids))
+
+    def add(lp, slot):
+        total.index_add_(0, slot, lp.double().cpu())
+        count.index_add_(0, slot, torch.ones_like(slot, dtype=torch.float64))
+
+    plain = list(range(len(rows)))
     with torch.inference_mode():
+        if share_prefix and rows:
+            from llmtune.evaluate import prefix_sharing
+
+            if prefix_sharing.supports_prefix_cache(body):
+                plain, shared = prefix_sharing.score_shared(body, rows, pad_id=pad_id, batch_size=batch_size,
+                                                            device=device, add=add, plain_logprobs=_batch_logprobs,
+                                                            pick=_pick)
+                if stats is not None:
+                    stats.update(shared)
+        order = sorted(plain, key=lambda r: len(rows[r].ids))
         for s in range(0, len(order), batch_size):
-            batch = [rows[r] for r in order[s:s + batch_size]]
-            lp, slot = _batch_logprobs(body, batch, pad_id, device)
-            total.index_add_(0, slot, lp.double().cpu())
-            count.index_add_(0, slot, torch.ones_like(slot, dtype=torch.float64))
+            add(*_batch_logprobs(body, [rows[r] for r in order[s:s + batch_size]], pad_id, device))
     scores = total / count.clamp(min=1) if reduce == "mean" else total
     return scores.view(len(pairs_per_prompt), n_labels)
 
@@ -101,6 +117,13 @@ def _batch_logprobs(body, batch: list[_Row], pad_id: int, device):
     keep = max(d for r in batch for d, _, _ in r.targets) + 1
     logits = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
                   use_cache=False, logits_to_keep=keep).logits[:, -keep:]
+    return _pick(logits, batch, keep, device)
+
+
+def _pick(logits, batch: list[_Row], keep: int, device):
+    """(log-prob of each target token, its output slot) from the rows' last `keep` logits."""
+    import torch
+
     row_i = torch.tensor([i for i, r in enumerate(batch) for _ in r.targets], device=device)
     at = torch.tensor([keep - 1 - d for r in batch for d, _, _ in r.targets], device=device)
     tok = torch.tensor([t for r in batch for _, t, _ in r.targets], device=device)

@@ -3,7 +3,8 @@
 Classification rows are scored by the log-likelihood of each label's verbaliser; sft rows
 by generating a response and comparing it with the reference (exact match, token F1).
 Each template is scored on the same queries with the same demonstrations, so their
-scores differ by the template alone.
+scores differ by the template alone; the best is chosen on one part of the rows and
+reported on the other (template_choice.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from llmtune.errors import UserError
 from llmtune.evaluate import icl
 from llmtune.evaluate.metrics import classification_metrics, generation_metrics
 from llmtune.evaluate.prompt_rows import load_rows, resolve_verbalizers, to_prompt_rows
+from llmtune.evaluate.template_choice import TemplateScores, assemble, split_queries
 from llmtune.evaluate.templates import compile_templates, default_template
 
 HEADLINE = {"classification": "accuracy", "sft": "f1"}
@@ -53,24 +55,28 @@ def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device) ->
     answer_sep = e.answer_separator if e.answer_separator is not None else (
         " " if d.task == "classification" else "")
     budget = _budget(body, tok, r, words, answer_sep)
-    entries = []
+    entries, shared = [], {}
     for template in templates:
         style = icl.PromptStyle(template, e.demo_separator, answer_sep, nearest_last=e.selection in ("nearest", "store"))
         prompts = icl.build_prompts(queries, pool, ranked, style, tok, budget)
         if d.task == "classification":
-            metrics = _score_classification(body, tok, prompts, queries, labels, words, answer_sep, r, device)
+            score = _score_classification(body, tok, prompts, queries, labels, words, answer_sep, r, device,
+                                          shared)
         else:
-            metrics = _score_generation(body, tok, prompts, queries, e, device)
-        entries.append({"index": template.index, "template": template.source, **metrics, **_fit_counts(prompts)})
-    result = _assemble(entries, d.task, has_templates=bool(e.templates))
+            score = _score_generation(body, tok, prompts, queries, e, device)
+        entries.append(TemplateScores(template.index, template.source, score, _fit_counts(prompts)))
+    split = split_queries(len(queries), e.template_select_fraction, e.seed) if len(entries) > 1 else None
+    result = assemble(entries, len(queries), HEADLINE[d.task], split, bool(e.templates), reporter.warn)
     _report_shortened(result, len(queries), budget, reporter)
     result["prompting"] = {
         "shots": k, "selection": e.selection if k else None,
+        "demo_sets": e.demo_sets if k and e.selection == "random" else None,
         "encoder": e.encoder if k and e.selection == "nearest" else None,
         "store": e.store if k and e.selection == "store" else None,
         "pool": len(pool), "budget": budget, "answer_separator": answer_sep,
         "verbalizers": dict(zip(labels, words)) if words else None,
         "label_score": e.label_score if words else None,
+        "shared_prefix": shared or None,
     }
     result["prompt_seconds"] = round(time.perf_counter() - started, 3)
     return result
@@ -92,26 +98,11 @@ def _alpaca_through_chat(d, tok, text_prompts: bool, reporter) -> bool:
     return True
 
 
-def _assemble(entries: list[dict], task: str, has_templates: bool) -> dict:
-    """The best template's full scores at the top level; with eval.templates, every
-    template's scalar scores best first, and which one won."""
-    metric = HEADLINE[task]
-    best_first = sorted(entries, key=lambda x: -x[metric])  # stable: ties keep recipe order
-    best = best_first[0]
-    result = {k: v for k, v in best.items() if k not in ("index", "template")}
-    if has_templates:
-        result["templates"] = [{"rank": i + 1, **{k: v for k, v in x.items() if not isinstance(v, (list, dict))}}
-                               for i, x in enumerate(best_first)]
-        result["best_template"] = {"index": best["index"], "template": best["template"], "metric": metric,
-                                   "value": best[metric]}
-    return result
-
-
 def _select(queries, pool, k, e, device, reporter) -> list[list[int]]:
     if k == 0:
         return [[] for _ in queries]
     if e.selection == "random":
-        return icl.select_random(queries, pool, k, e.seed)
+        return icl.select_random(queries, pool, k, e.seed, sets=e.demo_sets)
     if e.selection == "store":
         from llmtune.index.demos import select_from_store
 
@@ -141,31 +132,45 @@ def _budget(body, tok, recipe, words, answer_sep: str) -> int:
     return budget
 
 
-def _score_classification(body, tok, prompts, queries, labels, words, answer_sep, recipe, device) -> dict:
+def _score_classification(body, tok, prompts, queries, labels, words, answer_sep, recipe, device, shared: dict):
+    """Predict every query once; returns metrics on any subset of query positions."""
     from llmtune.evaluate.label_scoring import continuations, score_labels
 
+    e = recipe.eval
     prefix = icl.special_prefix(tok)
     pairs = continuations(tok, prompts, words, answer_sep, prefix)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    scores = score_labels(body, pairs, pad_id=pad, batch_size=recipe.eval.batch_size,
-                          reduce=recipe.eval.label_score, device=device)
+    stats: dict = {}
+    scores = score_labels(body, pairs, pad_id=pad, batch_size=e.batch_size, reduce=e.label_score, device=device,
+                          share_prefix=e.share_prefix, stats=stats)
+    for key, value in stats.items():  # summed over templates
+        shared[key] = (shared.get(key, 0) + value) if not isinstance(value, bool) else (shared.get(key) or value)
     preds = scores.argmax(dim=1).tolist()
-    metrics = classification_metrics(preds, [q.label for q in queries], labels)
-    metrics["samples"] = [{"prompt": p.text, "demos": len(p.demos), "reference": labels[q.label],
-                           "output": labels[y]} for p, q, y in list(zip(prompts, queries, preds))[:SAMPLES]]
-    return metrics
+
+    def score(idx: list[int]) -> dict:
+        metrics = classification_metrics([preds[i] for i in idx], [queries[i].label for i in idx], labels)
+        metrics["samples"] = [{"prompt": prompts[i].text, "demos": len(prompts[i].demos),
+                               "reference": labels[queries[i].label], "output": labels[preds[i]]}
+                              for i in idx[:SAMPLES]]
+        return metrics
+
+    return score
 
 
-def _score_generation(body, tok, prompts, queries, e, device) -> dict:
+def _score_generation(body, tok, prompts, queries, e, device):
     from llmtune.evaluate.generation import generate_texts
 
     outputs = generate_texts(body, tok, [p.ids for p in prompts], e.generation, batch_size=e.batch_size,
                              device=device)
     refs = [q.answer for q in queries]
-    metrics = generation_metrics(outputs, refs)
-    metrics["samples"] = [{"prompt": p.text, "demos": len(p.demos), "reference": ref, "output": out}
-                          for p, ref, out in list(zip(prompts, refs, outputs))[:SAMPLES]]
-    return metrics
+
+    def score(idx: list[int]) -> dict:
+        metrics = generation_metrics([outputs[i] for i in idx], [refs[i] for i in idx])
+        metrics["samples"] = [{"prompt": prompts[i].text, "demos": len(prompts[i].demos), "reference": refs[i],
+                               "output": outputs[i]} for i in idx[:SAMPLES]]
+        return metrics
+
+    return score
 
 
 def _fit_counts(prompts) -> dict:

@@ -1,4 +1,5 @@
-"""Named built-in models: the bundled real encoder and tiny models built from configs.
+"""Named built-in models: the bundled real encoder, the bundled real causal LM (`smollm2-135m`,
+see gguf_cache.py) and tiny models built from configs.
 
 Tiny models exist for tests and smoke runs: random weights, seeded, with a small
 byte-level BPE tokenizer shipped in llmtune/assets so nothing touches a model hub.
@@ -14,7 +15,7 @@ from llmtune.errors import UserError
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TINY_TOKENIZER = ASSETS / "tiny_tokenizer"
 
-BUILTIN_NAMES = ("minilm", "tiny-llama", "tiny-gpt2", "tiny-bert")
+BUILTIN_NAMES = ("minilm", "smollm2-135m", "tiny-llama", "tiny-gpt2", "tiny-bert")
 MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 """The public name of the bundled encoder: what saved adapters record as their base model."""
 

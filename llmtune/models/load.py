@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from llmtune.errors import UserError
-from llmtune.models import builtin
+from llmtune.models import builtin, gguf_cache
 from llmtune.models.precision import weights_dtype
 
 CAUSAL_TASKS = frozenset({"causal_lm", "sft", "preference", "unpaired_preference", "prompts"})
@@ -16,6 +16,8 @@ def resolve_source(name: str) -> str:
     """A loadable path or hub id for `name` (built-in tiny models have none: they are built)."""
     if name == "minilm":
         return str(builtin.minilm_path())
+    if gguf_cache.is_gguf_name(name):
+        return str(gguf_cache.converted_folder(name))
     return name
 
 

@@ -17,8 +17,9 @@ class Section(BaseModel):
 
 class ModelSection(Section):
     name: str
-    """A built-in name (`minilm`, `tiny-llama`, `tiny-gpt2`, `tiny-bert`), a local folder,
-    or a model hub id (needs network unless cached)."""
+    """A built-in name (`minilm`, `smollm2-135m`, `tiny-llama`, `tiny-gpt2`, `tiny-bert`), a
+    local folder, a local `.gguf` file (dequantized once into a cached folder), or a model hub
+    id (needs network unless cached)."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when `name` is a hub id."""
     trust_remote_code: bool = False
@@ -269,7 +270,17 @@ class EvalSection(Section):
     """`selection: store`: the store to search, as `llmtune index --store` names it (a
     `.db` path, relative to the recipe's folder, or a Milvus server URI)."""
     seed: int = 0
-    """Seed of `random` demonstration selection."""
+    """Seed of `random` demonstration selection (and of the template selection split)."""
+    demo_sets: int | None = Field(None, gt=0)
+    """`random` selection only: draw this many demonstration sets and give the i-th query the
+    set drawn for position i mod `demo_sets` (the same draw the i-th query gets without this
+    key). Queries with the same set share their prompt's start, which is encoded once (see
+    `share_prefix`): far faster few-shot scoring, with the score an average over
+    `demo_sets` sets. Unset: a fresh draw for every query."""
+    share_prefix: bool = True
+    """Label scoring: encode a prompt start shared by several prompts (the same
+    demonstrations in the same order) once and reuse its key/value cache. Same scores up to
+    float rounding; `false` encodes every prompt whole (to compare speed)."""
     encoder: str = "minilm"
     """Model that embeds texts for `selection: nearest` (mean-pooled hidden states): a
     built-in name, a local folder or a hub id."""
@@ -300,6 +311,11 @@ class EvalSection(Section):
     each is scored on the eval rows and the table is sorted by the headline metric
     (accuracy, or token F1 for sft); eval.json records all scores and the best template.
     Default: `Text: {{ text }}\nLabel:` for classification, `data.prompt_template` for sft."""
+    template_select_fraction: float = Field(0.5, ge=0.0, lt=1.0)
+    """With several `templates`: the share of eval rows (drawn by `seed`) on which the best
+    template is chosen; its reported score comes from the other rows, so choosing does not
+    flatter it. `0`: choose and report on the same rows (the output says the best score is
+    then optimistic)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -334,6 +350,13 @@ class EvalSection(Section):
             empty = [label for label, word in self.verbalizers.items() if not word.strip()]
             if empty:
                 raise ValueError(f"eval.verbalizers: empty word for label(s) {', '.join(empty)}")
+        return self
+
+    @model_validator(mode="after")
+    def _demo_sets_need_random(self):
+        if self.demo_sets is not None and self.selection != "random":
+            raise ValueError("eval.demo_sets applies to `selection: random` (nearest demonstrations are "
+                             "each query's own); remove it or use random selection")
         return self
 
     @property

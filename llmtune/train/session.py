@@ -42,6 +42,7 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
                overwrite: bool = False) -> dict:
     """Train what a loaded recipe describes into its run directory; returns the result."""
     recipe, recipe_path = loaded.recipe, loaded.path
+    from llmtune.models.gguf_cache import provenance as model_provenance
     from llmtune.train.tracking import check_installed, start_tracking
 
     out = (Path(output).expanduser() if output else default_output(recipe, recipe_path)).absolute()
@@ -56,6 +57,7 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
         run = RunDir(out)  # other ranks never write to the run directory
     reporter.log(f"run directory: {run.path}")
     session = RunSession(recipe, recipe_path, run, reporter, resume=resume, main=main)
+    session.model_source = model_provenance(recipe.model.name)  # GGUF-sourced: file, hash, dequantized
     run.tracker = start_tracking(recipe, run) if main else None
     try:
         return session.run(method_for(recipe.method))
@@ -73,6 +75,7 @@ class RunSession:
         self.checkpoints = run.checkpoints
         self.interactive = bool(getattr(reporter, "interactive", False))
         self.manifest: dict | None = None
+        self.model_source: dict | None = None
         self._stop: StopRequested | None = None
         self._started = time.perf_counter()
         self._train_started = self._started
@@ -82,7 +85,8 @@ class RunSession:
         r = self.recipe
         self.manifest = mf.build_manifest(self.recipe_path, r.train.seed, {
             "method": r.method.name, "task": r.data.task, "model": r.model.name, "recipe_hash": mf.recipe_hash(r),
-            "status": "running", "precision": precision_record(r.model.dtype, r.train.precision), **manifest})
+            "status": "running", "precision": precision_record(r.model.dtype, r.train.precision),
+            **({"model_source": self.model_source} if self.model_source else {}), **manifest})
         if "trainable_parameters" in manifest:
             self.manifest["trainable_percent"] = 100 * manifest["trainable_parameters"] / manifest["total_parameters"]
             self.reporter.log(f"method {r.method.name}: {manifest['trainable_parameters']:,} trainable of "

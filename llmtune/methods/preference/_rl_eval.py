@@ -59,9 +59,19 @@ def evaluate_policy(method, recipe, final: Path | None, limit: int | None, repor
         if isinstance(prompts[0], list):
             completions = [[{"role": "assistant", "content": text}] for text in completions]
         columns = {k: [row[k] for row in repeated] for k in repeated[0] if k != "prompt"}
-        scores = [s for s in reward(prompts=[row["prompt"] for row in repeated], completions=completions, **columns)
-                  if s is not None]
+        raw = reward(prompts=[row["prompt"] for row in repeated], completions=completions, **columns)
+        scores = [s for s in raw if s is not None]
     reporter.log(f"scored {len(scores)} completions ({c.num_generations} per prompt) of {len(rows)} {split} prompts")
     return {"split": split, "prompts": len(rows), "completions": len(scores),
             "mean_reward": statistics.fmean(scores) if scores else float("nan"),
-            "std_reward": statistics.pstdev(scores) if len(scores) > 1 else 0.0}
+            "std_reward": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
+            "samples": _samples(repeated, completions, raw, c.num_generations)}
+
+
+def _samples(repeated: list, completions: list, scores: list, per_prompt: int, n: int = 3) -> list[dict]:
+    """The first completion of the first `n` prompts with its reward, to see what the mean means."""
+    out = []
+    for i in range(0, min(len(repeated), n * per_prompt), per_prompt):
+        text = completions[i][0]["content"] if isinstance(completions[i], list) else completions[i]
+        out.append({"prompt": repeated[i]["prompt"], "completion": text, "reward": scores[i]})
+    return out
