@@ -1,5 +1,6 @@
 """Two processes under torchrun train the same model as one process accumulating over the
-same batches: DDP averages the ranks' gradients exactly as grad_accum averages micro-batches."""
+same batches: DDP averages the ranks' gradients exactly as grad_accum averages micro-batches.
+The recipe packs its examples (train.packing), as CI's multi-process check asks."""
 
 from __future__ import annotations
 
@@ -15,15 +16,29 @@ from conftest import DATA
 pytestmark = pytest.mark.slow
 
 
+def short_sft_rows(tmp_path) -> str:
+    """48 instruction/response pairs of 1 to 6 words each: several fit in one packed row."""
+    import random
+
+    rng = random.Random(0)
+    words = (DATA / "sst2_train.tsv").read_text().split()[:2000]
+    path = tmp_path / "short_sft.jsonl"
+    rows = [{"instruction": " ".join(rng.sample(words, rng.randint(1, 4))),
+             "output": " ".join(rng.sample(words, rng.randint(1, 6)))} for _ in range(48)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
 def _recipe(write_recipe, name: str, out, grad_accum: int):
     return write_recipe({
         "model": {"name": "tiny-llama"},
-        "data": {"task": "sft", "train": str(DATA / "alpaca_tiny.json"), "eval_fraction": 0.1, "max_length": 48},
-        # No dropout anywhere, so both runs draw no random numbers while training; 4 steps of
-        # 2 batches stay inside the first epoch (DDP drops an odd last batch, one process does not).
+        "data": {"task": "sft", "train": short_sft_rows(out.parent), "eval_fraction": 0.1, "max_length": 128},
+        # No dropout anywhere, so both runs draw no random numbers while training; 3 steps of
+        # 2 batches of 2 packed rows stay inside the first epoch of 7 batches (DDP drops the odd
+        # last batch, one process does not).
         "method": {"name": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear"},
-        "train": {"max_steps": 4, "batch_size": 4, "grad_accum": grad_accum, "lr": 5e-3, "log_every": 1,
-                  "group_by_length": False},
+        "train": {"max_steps": 3, "batch_size": 2, "grad_accum": grad_accum, "lr": 5e-3, "log_every": 1,
+                  "group_by_length": False, "packing": True},
         "output": {"dir": str(out)},
     }, name)
 
@@ -44,12 +59,13 @@ def test_two_ranks_match_one_process_with_grad_accum(write_recipe, tmp_path):
     res = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                 "-m", "llmtune", "train", ddp], tmp_path)
     assert res.stderr.count("run directory:") == 1  # one process speaks
+    assert "packing: 43 examples in 13 rows" in res.stderr
     # The loss curves agree to float precision: the same batches, the same averaged gradients.
     curves = []
     for run in ("single", "ddp"):
         records = [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
         curves.append([r["loss"] for r in records if "loss" in r] + [r["eval_loss"] for r in records if "eval_loss" in r])
-    assert len(curves[0]) == 5
+    assert len(curves[0]) == 4
     assert curves[0] == pytest.approx(curves[1], rel=1e-6)
     # Weights: the all-reduce sums in another order, and AdamW turns a last-bit difference in
     # a near-zero gradient into a visible step, so compare the whole update, not elements.
