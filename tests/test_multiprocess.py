@@ -164,8 +164,15 @@ def test_epochs_count_global_batches_and_a_killed_run_resumes_exactly(tmp_path, 
     while f"holding after step {hold_at}" not in log.read_text():
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.1)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks, at once
+    # torchrun starts each rank in a session of its own: kill the ranks by pid, then torchrun.
+    import psutil
+
+    ranks = psutil.Process(proc.pid).children(recursive=True)
+    for child in ranks:
+        child.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
+    psutil.wait_procs(ranks, timeout=30)
     assert not (cut / "final").exists()
 
     # Each process saved its own random streams (dropout masks differ across processes).

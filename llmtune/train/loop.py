@@ -24,7 +24,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from llmtune.data.batching import collate, loss_items
+from llmtune.data.arrow_store import lengths_of, loss_items_of
+from llmtune.data.batching import collate
 from llmtune.data.cache import tokenizer_fingerprint
 from llmtune.data.packing import pack_examples
 from llmtune.data.pipeline import prepare_data
@@ -116,7 +117,7 @@ class Loop:
         self._preflight(model)
         self.features = self._speedups(model)
         self.trainable, self.total = model.trainable_parameters()
-        self.order = DataOrder([len(e["input_ids"]) for e in self.rows], [loss_items(e) for e in self.rows],
+        self.order = DataOrder(lengths_of(self.rows), loss_items_of(self.rows),
                                batch_size=t.batch_size, seed=t.seed, group_by_length=t.group_by_length,
                                world=self.world, rank=self.rank)
         self.total_steps = t.max_steps or self.order.total_steps(t.epochs, t.grad_accum)
@@ -344,7 +345,7 @@ class Loop:
         steps = self.guard.good_steps(self.window_micro)
         record = {"step": self.step, "epoch": self.order.progress(self.position),
                   "loss": loss.item() / max(steps, 1), "lr": self.scheduler.get_last_lr()[0],
-                  "tokens_per_s": tokens / max(now - self.window_start, 1e-9)}
+                  "tokens_per_s": tokens / max(now - self.window_start, 1e-9), "tokens": tokens}
         self.job.log(record)
         self.rep.log(f"step {self.step}/{self.total_steps} loss {record['loss']:.4f} lr {record['lr']:.2e} "
                      f"{record['tokens_per_s']:.0f} tok/s")
