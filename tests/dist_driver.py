@@ -3,8 +3,9 @@ interpreter start-ups and a process group; the jobs share them). Usage:
 
     torchrun --nproc_per_node 2 tests/dist_driver.py SPEC.json
 
-SPEC is a list of {"kind": "train", "recipe": {...}, "out": DIR} (a whole `llmtune train`,
-result in DIR/result.json) or {"kind": "grads", "recipe": {...}, "out": FILE} (the first
+SPEC is a list of {"kind": "train", "recipe": {...}, "out": DIR} (the real `llmtune train`
+command line run in this process, exit code in DIR/result.json, its log in the launch's
+stderr) or {"kind": "grads", "recipe": {...}, "out": FILE} (the first
 step's gradients after DDP's all-reduce, as safetensors). A failing train job is recorded
 and the next one runs; only rank 0 writes.
 """
@@ -14,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -38,19 +38,31 @@ def main(spec_path: str) -> None:
 
 
 def _train(job: dict, rank: int) -> None:
-    from llmtune.console import Reporter
-    from llmtune.recipe import recipe_from_dict
-    from llmtune.train.session import run_recipe
+    """The real command line, `llmtune train RECIPE --output DIR`, in this process."""
+    import yaml
+
+    from llmtune.cli import app
+    from llmtune.cli.common import run_app
 
     out = Path(job["out"])
-    try:
-        result = run_recipe(recipe_from_dict(job["recipe"]), Reporter(quiet=True), output=out)
-        record = {"ok": True, "steps": result["steps"]}
-    except Exception as exc:  # recorded for the test to report; the launch goes on
-        record = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+    recipe = out.with_name(out.name + ".yaml")
+    if rank == 0:
+        recipe.write_text(yaml.safe_dump(job["recipe"]))
+    _barrier()
+    sys.argv = ["llmtune", "train", str(recipe), "--output", str(out)]
+    print(f"== job {out.name}", file=sys.stderr, flush=True)
+    code = run_app(app)
+    _barrier()
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(json.dumps(record))
+        (out / "result.json").write_text(json.dumps({"ok": code == 0, "code": code}))
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def _grads(job: dict, rank: int) -> None:
