@@ -125,9 +125,9 @@ def test_shared_prefix_icl_gives_the_plain_predictions(smollm2):
 def sft_run(smollm2, tmp_path_factory):
     """A short LoRA SFT on 32 bundled alpaca rows (16 more held out), loss before and after."""
     from llmtune.console import Reporter
-    from llmtune.evaluate.runner import evaluate_target
+    from llmtune.runs.evaluate import evaluate_target
     from llmtune.recipe.load import load_recipe
-    from llmtune.train.run import run_recipe
+    from llmtune.train.session import run_recipe
 
     out = tmp_path_factory.mktemp("smollm2-sft")
     rows = json.loads((DATA / "alpaca_tiny.json").read_text())[:48]
@@ -165,7 +165,7 @@ def test_merged_export_loads_in_plain_transformers_and_generates_the_same_text(s
     from llmtune.models import gguf_cache
 
     from llmtune.console import Reporter
-    from llmtune.export import export_run
+    from llmtune.runs.export import export_run
 
     folder = sft_run["out"] / "export"
     export_run(sft_run["dir"], folder, merge=True, overwrite=False, reporter=Reporter(json_mode=True, quiet=True))

@@ -29,21 +29,40 @@ def epoch_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, sh
 
 
 def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad to the longest example. Packed rows (see packing.py) carry `position_ids`; their
+    padding gets positions counting from 0 again, which makes it a document of its own that
+    no real token attends to, so packed batches need no attention mask."""
     width = max(len(e["input_ids"]) for e in examples)
     n = len(examples)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
     has_seq_labels = "labels" in examples[0]
+    packed = "position_ids" in examples[0]
     labels = torch.full((n, width), IGNORE, dtype=torch.long) if has_seq_labels else None
+    positions = torch.arange(width).repeat(n, 1) if packed else None
     for i, e in enumerate(examples):
         k = len(e["input_ids"])
         input_ids[i, :k] = torch.tensor(e["input_ids"])
         mask[i, :k] = 1
         if has_seq_labels:
             labels[i, :k] = torch.tensor(e["labels"])
+        if packed:
+            positions[i, :k] = torch.tensor(e["position_ids"])
+            positions[i, k:] = torch.arange(width - k)
     batch = {"input_ids": input_ids, "attention_mask": mask}
     if has_seq_labels:
         batch["labels"] = labels
     elif "label" in examples[0]:
         batch["labels"] = torch.tensor([e["label"] for e in examples], dtype=torch.long)
+    if packed:
+        batch["position_ids"] = positions
     return batch
+
+
+def loss_items(example: dict) -> int:
+    """How many terms an example adds to the loss: one for a classification example, and
+    for a causal LM the labelled positions a token predicts (all but the first)."""
+    labels = example.get("labels")
+    if labels is None:
+        return 1
+    return sum(1 for y in labels[1:] if y != IGNORE)

@@ -1,4 +1,9 @@
-"""Tokenized examples cached on disk, keyed by everything that changes them."""
+"""Tokenized examples cached on disk, keyed by everything that changes them.
+
+An entry is `KEY.json` (the summary and how many examples each split has) beside
+`KEY.train.arrow` / `KEY.eval.arrow` (the examples, data/arrow_store.py), read back
+memory-mapped. The JSON is written last: an entry without it, or whose parts do not open,
+is rebuilt, never trusted."""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-CACHE_VERSION = 2  # bump when the encoding code changes what it produces
+CACHE_VERSION = 3  # bump when the encoding code changes what it produces (3: Arrow files)
 _REQUIRED = ("train", "eval", "summary")
 
 
@@ -38,7 +43,7 @@ def _code_fingerprint() -> str:
     even when nobody remembers to bump CACHE_VERSION."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("encode.py", "readers.py", "pipeline.py", "chat_masks.py", "prompt_style.py"):
+    for name in ("encode.py", "readers.py", "pipeline.py", "chat_masks.py", "prompt_style.py", "arrow_store.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 
@@ -48,7 +53,14 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+def _split_path(key: str, split: str) -> Path:
+    return cache_dir() / f"{key}.{split}.arrow"
+
+
 def load_cached(key: str) -> dict | None:
+    """{"train": Examples, "eval": Examples or [], "summary": {...}}, or None."""
+    from llmtune.data.arrow_store import Examples
+
     path = cache_dir() / f"{key}.json"
     if not path.exists():
         return None
@@ -58,20 +70,61 @@ def load_cached(key: str) -> dict | None:
         return None  # a damaged cache entry is rebuilt, never trusted
     if not isinstance(value, dict) or not all(k in value for k in _REQUIRED):
         return None
-    return value
-
-
-def store_cached(key: str, value: dict) -> None:
-    """Best effort: a cache that cannot be written (read-only home, full disk) costs time
-    on the next run, never the run itself."""
-    path = cache_dir() / f"{key}.json"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    out = {"summary": value["summary"]}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(value))
-        os.replace(tmp, path)  # atomic: readers see the old entry or the new one, never half
-    except OSError:
+        for split in ("train", "eval"):
+            count = value[split]
+            if not isinstance(count, int):
+                return None
+            out[split] = Examples.open(_split_path(key, split)) if count else []
+            if len(out[split]) != count:
+                return None
+    except Exception:  # a missing or damaged Arrow file: pyarrow raises several types
+        return None
+    return out
+
+
+class CacheWriter:
+    """Writes one entry split by split as the examples are encoded. Best effort: a cache
+    that cannot be written (read-only home, full disk) costs time on the next run, never
+    the run itself; `ok` says whether the entry was written."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.ok = True
+        self.counts: dict[str, int] = {}
         try:
-            tmp.unlink()
+            cache_dir().mkdir(parents=True, exist_ok=True)
         except OSError:
-            pass
+            self.ok = False
+
+    def write_split(self, split: str, chunks) -> None:
+        """Write every chunk of examples (an iterable of lists of example dicts)."""
+        from llmtune.data.arrow_store import ArrowFileWriter
+
+        writer = ArrowFileWriter(_split_path(self.key, split))
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+            writer.close()
+        except OSError:
+            writer.abort()
+            self.ok = False
+            return
+        self.counts[split] = writer.rows
+
+    def finish(self, summary: dict) -> None:
+        if not self.ok:
+            return
+        path = cache_dir() / f"{self.key}.json"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps({"summary": summary, "train": self.counts.get("train", 0),
+                                       "eval": self.counts.get("eval", 0)}))
+            os.replace(tmp, path)  # atomic: readers see the old entry or the new one, never half
+        except OSError:
+            self.ok = False
+            try:
+                tmp.unlink()
+            except OSError:
+                pass

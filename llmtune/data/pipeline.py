@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,10 +12,17 @@ from llmtune.data.readers import Row, data_fingerprint, read_hub, read_rows
 from llmtune.errors import DataError
 
 
+ENCODE_CHUNK = 2048
+"""Rows tokenized per call: big enough for the fast tokenizer's batching, small enough that
+no split's token lists are ever all in memory at once (they go to the Arrow cache)."""
+
+
 @dataclass
 class Prepared:
-    train: list[dict]
-    eval: list[dict]
+    train: Sequence[dict]
+    """Examples (memory-mapped from the cache: data/arrow_store.py), or a list when the
+    cache cannot be written."""
+    eval: Sequence[dict]
     labels: list[str] | None
     fingerprint: dict[str, str]
     summary: dict = field(default_factory=dict)
@@ -58,16 +66,7 @@ def prepare_data(data_cfg, tok, store_cache: bool = True) -> Prepared:
     )
     cached = cache.load_cached(key)
     if cached is None:
-        stats = encode.EncodeStats()
-        cached = {
-            "train": _encode(train_rows, tok, data_cfg, labels, stats),
-            "eval": _encode(eval_rows, tok, data_cfg, labels, stats) if eval_rows else [],
-            "summary": {"truncated": stats.truncated, "dropped_empty": stats.dropped_empty,
-                        "dropped_truncated": stats.dropped_truncated,
-                        "train_rows": len(train_rows), "eval_rows": len(eval_rows), **_render_summary(stats)},
-        }
-        if store_cache:
-            cache.store_cached(key, cached)
+        cached = _encode_and_cache(key, train_rows, eval_rows, tok, data_cfg, labels, store_cache)
     source = data_cfg.train.path or data_cfg.train.hub
     if not cached["train"]:
         raise DataError(f"{source}: no usable training rows out of {len(train_rows)} "
@@ -89,6 +88,43 @@ def _render_summary(stats) -> dict:
 def _left_out(summary: dict) -> str:
     return (f"{summary.get('dropped_empty', 0)} dropped as empty, {summary.get('dropped_truncated', 0)} "
             f"dropped because max_length cut off the response")
+
+
+def _encode_and_cache(key, train_rows, eval_rows, tok, cfg, labels, store_cache: bool = True) -> dict:
+    """Encode chunk by chunk straight into the cache and read it back memory-mapped; when
+    the cache cannot (or must not) be written, encode into memory instead."""
+    writer = cache.CacheWriter(key) if store_cache else None
+    if writer is not None and writer.ok:
+        stats = encode.EncodeStats()
+        writer.write_split("train", _chunks(train_rows, tok, cfg, labels, stats))
+        if eval_rows and writer.ok:
+            writer.write_split("eval", _chunks(eval_rows, tok, cfg, labels, stats))
+        writer.finish(_summary(stats, train_rows, eval_rows))
+        loaded = cache.load_cached(key) if writer.ok else None
+        if loaded is not None:
+            return loaded
+    stats = encode.EncodeStats()
+    train = [e for chunk in _chunks(train_rows, tok, cfg, labels, stats) for e in chunk]
+    evals = [e for chunk in _chunks(eval_rows, tok, cfg, labels, stats) for e in chunk] if eval_rows else []
+    return {"train": train, "eval": evals, "summary": _summary(stats, train_rows, eval_rows)}
+
+
+def _summary(stats, train_rows, eval_rows) -> dict:
+    return {"truncated": stats.truncated, "dropped_empty": stats.dropped_empty,
+            "dropped_truncated": stats.dropped_truncated, "train_rows": len(train_rows), "eval_rows": len(eval_rows),
+            **_render_summary(stats)}
+
+
+def _chunks(rows, tok, cfg, labels, stats):
+    for start in range(0, len(rows), ENCODE_CHUNK):
+        part = rows[start:start + ENCODE_CHUNK]
+        if cfg.task == "classification" and cfg.empty_rows == "drop" and len(rows) > len(part) and \
+                all(not (encode._text(r, cfg.columns.text) or "").strip() for r in part):
+            # A chunk of only empty rows: dropped here, since the encoder would take it for
+            # "every row is empty" (which is only an error for the whole file).
+            stats.dropped_empty += len(part)
+            continue
+        yield _encode(part, tok, cfg, labels, stats)
 
 
 def _encode(rows, tok, cfg, labels, stats):

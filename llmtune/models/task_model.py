@@ -10,9 +10,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from llmtune.data.encode import IGNORE
 from llmtune.models.stock_head import stock_classifier
 
 HEAD_FILE = "head.safetensors"
+# Config fields of models that transform the logits after the output layer (soft-capping,
+# scaling): the chunked loss projects hidden states itself, so it would skip that step.
+_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 INFO_FILE = "llmtune.json"
 
 
@@ -52,15 +56,63 @@ class TaskModel(nn.Module):
     def is_causal(self) -> bool:
         return self.head is None
 
-    def forward(self, input_ids, attention_mask, labels=None):
+    loss_reduction: str = "mean"
+    """`mean` (what evaluation and the trl glue expect: the model's own mean loss) or `sum`:
+    the sum of the loss terms, which llmtune's loop divides by the loss tokens of the whole
+    optimizer step (every micro-batch, every process)."""
+    chunked_loss: bool = False
+    """With `sum` on a causal LM: project only labelled positions, a chunk at a time
+    (models/chunked_loss.py), instead of the full logits."""
+
+    def forward(self, input_ids, attention_mask, labels=None, position_ids=None):
         if self.head is None:
-            out = self.body(input_ids=input_ids, attention_mask=attention_mask, labels=labels,
-                            use_cache=False)
-            return out.loss, out.logits
+            return self._causal(input_ids, attention_mask, labels, position_ids)
         hidden = self.body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         logits = self.head(self.dropout(pool(hidden, attention_mask, self.pooling)))
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        loss = F.cross_entropy(logits.float(), labels, reduction=self.loss_reduction) if labels is not None else None
         return loss, logits
+
+    def _causal(self, input_ids, attention_mask, labels, position_ids):
+        extra = {"use_cache": False} if position_ids is None else {"use_cache": False, "position_ids": position_ids}
+        if labels is None or self.loss_reduction == "mean":
+            out = self.body(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **extra)
+            return out.loss, out.logits
+        if not (self.chunked_loss and self.can_chunk_loss):
+            logits = self.body(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=IGNORE, reduction="sum")
+            return loss, logits
+        from llmtune.models.chunked_loss import chunked_cross_entropy_sum, labelled_positions
+
+        output_layer = self.body.get_output_embeddings()
+        hidden = self._final_hidden(output_layer, input_ids, attention_mask, extra)
+        # A soft prompt puts virtual positions in front: the real ones are the last seq_len.
+        h, targets = labelled_positions(hidden[:, -input_ids.shape[1]:], labels, IGNORE)
+        return chunked_cross_entropy_sum(output_layer, h, targets, self.body.config.vocab_size), None
+
+    @property
+    def can_chunk_loss(self) -> bool:
+        config = self.body.config
+        return self.head is None and not any(getattr(config, k, None) for k in _LOGIT_TRANSFORMS)
+
+    def _final_hidden(self, output_layer, input_ids, attention_mask, extra) -> torch.Tensor:
+        """The hidden states the output layer would project: caught on their way in, and the
+        layer handed an empty slice instead, so the body never computes the full logits."""
+        caught = {}
+
+        def catch(_module, args):
+            caught["hidden"] = args[0]
+            return (args[0][..., :0, :],)
+
+        handle = output_layer.register_forward_pre_hook(catch)
+        try:
+            self.body(input_ids=input_ids, attention_mask=attention_mask, **extra)
+        finally:
+            handle.remove()
+        if "hidden" not in caught:
+            raise RuntimeError(f"{type(self.body).__name__} did not call its output layer; "
+                               f"set train.chunked_loss: false")
+        return caught["hidden"]
 
     # The head is stored beside whatever the method saves for the body, as plain
     # safetensors (weight, and bias where the head has one) that any tool can read.

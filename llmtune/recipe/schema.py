@@ -195,6 +195,27 @@ class TrainSection(Section):
     """NaN/inf loss: stop (keeping the last good checkpoint) or skip that step."""
     max_skipped_steps: int = Field(10, ge=0)
     """With `skip`, stop anyway after this many skipped steps."""
+    packing: bool = False
+    """causal_lm/sft: pack several examples into each row of up to `data.max_length`
+    tokens. Position ids restart at every example and attention stays inside it (the
+    attention implementation's document mask), so the loss is the unpacked one; only the
+    padding goes."""
+    chunked_loss: bool = True
+    """causal_lm/sft: compute the cross-entropy in chunks over the positions that carry a
+    label only, never holding full-vocabulary float32 logits for the whole batch. Same loss
+    as the plain path; less memory, and no work on prompt and padding positions."""
+    compile: bool = False
+    """torch.compile each transformer block (not the whole model): fused kernels on a GPU.
+    The first steps are slow while it compiles."""
+    gradient_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass: much less memory for about
+    a third more compute."""
+    nonfinite_check: Literal["auto", "every_step", "log_steps"] = "auto"
+    """When a NaN/inf loss or gradient is looked for on the host. `every_step`: after each
+    optimizer step (one host sync per step; a bad step is redone with the next batch).
+    `log_steps`: only at log, eval and checkpoint steps, so the GPU never waits between
+    them; a bad step is still never applied (the fused optimizer skips it on the device),
+    but it counts as a step. `auto`: `log_steps` on a GPU, `every_step` elsewhere."""
     report_to: list[Literal["tensorboard", "wandb", "mlflow", "trackio"]] = []
     """Experiment trackers to send the run to, any of `tensorboard`, `wandb`, `mlflow`,
     `trackio` (through accelerate's trackers). Each receives every record metrics.jsonl gets
@@ -383,6 +404,13 @@ class _RecipeBase(Section):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     output: OutputSection = OutputSection()
+
+    @model_validator(mode="after")
+    def _packing_needs_sequences(self):
+        if self.train.packing and self.data.task not in ("causal_lm", "sft"):
+            raise ValueError(f"train.packing packs causal_lm/sft examples; data.task is {self.data.task!r} "
+                             f"(set train.packing: false)")
+        return self
 
 
 class Recipe(_RecipeBase):

@@ -41,6 +41,11 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def rng_state() -> dict:
+    """This process's random streams (each process of a multi-process run has its own)."""
+    return _rng_state()
+
+
 def _rng_state() -> dict:
     version, state, gauss = random.getstate()
     rng = {"torch": torch.get_rng_state(), "python": list(state), "python_version": version,
@@ -50,7 +55,9 @@ def _rng_state() -> dict:
     return rng
 
 
-def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int) -> Path:
+def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, state: dict, keep: int,
+                    rng_states: list[dict] | None = None) -> Path:
+    """`rng_states`: every process's RNG state, by rank (default: this process's alone)."""
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
@@ -62,7 +69,9 @@ def save_checkpoint(root: Path, step: int, model, optimizer, scheduler, state: d
     save_file(trainable_state(model), str(tmp / WEIGHTS_FILE))
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    torch.save(_rng_state(), tmp / "rng.pt")
+    ranks = rng_states or [_rng_state()]
+    # Rank 0's streams at the top level (what a one-process resume reads), every rank's in "ranks".
+    torch.save({**ranks[0], "ranks": ranks}, tmp / "rng.pt")
     for name in FILES[:-1]:
         _fsync_file(tmp / name)
     # state.json last: its presence inside a step folder marks the folder complete.
@@ -148,8 +157,10 @@ def read_checkpoint(path: Path) -> dict:
         raise CheckpointUnreadable(f"{path}: {type(exc).__name__}: {exc}") from None
 
 
-def apply_checkpoint(ckpt: dict, path: Path, model, optimizer, scheduler) -> dict:
-    """Put a read checkpoint back: trainable weights, optimizer, schedule and RNG streams."""
+def apply_checkpoint(ckpt: dict, path: Path, model, optimizer, scheduler, rank: int = 0, world: int = 1,
+                     warn=None) -> dict:
+    """Put a read checkpoint back: trainable weights, optimizer, schedule and this process's
+    RNG streams."""
     weights = ckpt["weights"]
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
@@ -165,7 +176,7 @@ def apply_checkpoint(ckpt: dict, path: Path, model, optimizer, scheduler) -> dic
             params[name].copy_(tensor)
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
-    rng = ckpt["rng"]
+    rng = _rank_rng(ckpt["rng"], rank, world, path, warn)
     torch.set_rng_state(rng["torch"])
     random.setstate((rng["python_version"], tuple(rng["python"]), rng["python_gauss"]))
     if "cuda" in rng and torch.cuda.is_available():
@@ -173,7 +184,26 @@ def apply_checkpoint(ckpt: dict, path: Path, model, optimizer, scheduler) -> dic
     return ckpt["state"]
 
 
-def load_latest(root: Path, model, optimizer, scheduler, warn) -> tuple[Path, dict] | None:
+def _rank_rng(rng: dict, rank: int, world: int, path: Path, warn) -> dict:
+    ranks = rng.get("ranks")
+    if ranks is not None and len(ranks) == world:
+        return ranks[rank]
+    if world > 1 or (ranks is not None and len(ranks) > 1):
+        if warn is not None and rank == 0:
+            saved = len(ranks) if ranks is not None else 1
+            warn(f"{path.name} was written by {saved} process(es), this run has {world}: the weights, "
+                 f"optimizer and data position resume exactly, the random streams (dropout) do not")
+        if ranks is not None and rank < len(ranks):
+            return ranks[rank]
+        seeded = dict(rng)
+        generator = torch.Generator().manual_seed(int(rng["torch"].sum().item()) + rank)
+        seeded["torch"] = generator.get_state()
+        return seeded
+    return rng
+
+
+def load_latest(root: Path, model, optimizer, scheduler, warn, rank: int = 0,
+                world: int = 1) -> tuple[Path, dict] | None:
     """Restore the newest readable checkpoint; an unreadable one is reported and skipped."""
     for path in reversed(complete_checkpoints(root)):
         try:
@@ -181,7 +211,7 @@ def load_latest(root: Path, model, optimizer, scheduler, warn) -> tuple[Path, di
         except CheckpointUnreadable as exc:
             warn(f"checkpoint unreadable, trying an older one: {exc}")
             continue
-        return path, apply_checkpoint(ckpt, path, model, optimizer, scheduler)
+        return path, apply_checkpoint(ckpt, path, model, optimizer, scheduler, rank, world, warn)
     return None
 
 

@@ -18,7 +18,21 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> t
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ValueError("the method left no trainable parameters")
-    return torch.optim.AdamW(groups, lr=lr)
+    # The fused kernel: one pass over all parameters instead of a Python loop over tensors
+    # (LoRA has hundreds of small ones), and it can skip a non-finite step on the device.
+    return torch.optim.AdamW(groups, lr=lr, fused=supports_fused([p for g in groups for p in g["params"]]))
+
+
+def supports_fused(params) -> bool:
+    return all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.bfloat16, torch.float16)
+               for p in params)
+
+
+def skip_if(optimizer, bad: torch.Tensor | None) -> None:
+    """Let a fused optimizer's next step be skipped on the device when `bad` (a 0-dim
+    tensor) is true: parameters, moments and step count stay as they were."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+    inner.found_inf = None if bad is None else bad.to(torch.float32)
 
 
 def build_scheduler(optimizer, kind: str, total_steps: int, warmup_steps: int):

@@ -1,0 +1,130 @@
+"""Packing and the chunked loss change how the loss is computed, never its value: a packed
+row's loss is the sum of its examples' losses, the chunked loss equals the full-logits loss,
+and so do their gradients (float32, tight tolerance)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmtune.data.batching import collate, loss_items
+from llmtune.data.encode import IGNORE
+from llmtune.data.packing import pack_examples
+from llmtune.models.task_model import TaskModel
+from tiny_lm import trained_scale
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def examples(n: int = 9, seed: int = 0) -> list[dict]:
+    """SFT-like rows of 3..20 tokens, the first part of each unlabelled (a prompt)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        k = int(torch.randint(3, 21, (1,), generator=gen))
+        ids = torch.randint(5, 500, (k,), generator=gen).tolist()
+        prompt = int(torch.randint(1, k - 1, (1,), generator=gen))
+        rows.append({"input_ids": ids, "labels": [IGNORE] * prompt + ids[prompt:]})
+    return rows
+
+
+def tiny_model(name: str, method: str | None = None) -> TaskModel:
+    from llmtune.models.builtin import build_tiny
+
+    body = build_tiny(name, "sft")
+    trained_scale(body)
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        body = get_peft_model(body, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0))
+    if method == "lora-head":  # the output layer itself wrapped: the checkpointed chunk path
+        from peft import LoraConfig, get_peft_model
+
+        body = get_peft_model(body, LoraConfig(r=4, lora_alpha=8, target_modules=["lm_head", "q_proj"]))
+    if method == "soft-prompt":
+        from llmtune.methods.prompts._soft_prompt_model import PromptEncoder, PromptedModel
+
+        torch.manual_seed(0)
+        body = PromptedModel(body, PromptEncoder(4, body.config.hidden_size))
+    model = TaskModel(body, "sft")
+    model.loss_reduction = "sum"
+    return model.eval()
+
+
+def loss_and_grads(model: TaskModel, rows: list[dict], *, chunked: bool):
+    model.chunked_loss = chunked
+    model.zero_grad(set_to_none=True)
+    batch = collate(rows, pad_id=0)
+    if "position_ids" in batch:
+        loss, _ = model(batch["input_ids"], None, batch["labels"], batch["position_ids"])
+    else:
+        loss, _ = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same(a, b, rel=1e-5):
+    """Same loss, and each parameter's gradient the same up to float32 summation order
+    (measured against the gradient's own size)."""
+    (la, ga), (lb, gb) = a, b
+    assert lb == pytest.approx(la.item(), rel=rel)
+    assert ga.keys() == gb.keys() and ga
+    for name in ga:
+        diff = (ga[name] - gb[name]).norm()
+        assert diff <= rel * ga[name].norm() + 1e-9, (name, diff, ga[name].norm())
+
+
+@pytest.mark.parametrize("name,method", [("tiny-llama", None), ("tiny-llama", "lora"), ("tiny-gpt2", None),
+                                         ("tiny-llama", "lora-head"), ("tiny-llama", "soft-prompt")])
+def test_chunked_loss_equals_full_logits_loss(name, method, monkeypatch):
+    import llmtune.models.chunked_loss as chunked
+
+    monkeypatch.setattr(chunked, "LOGITS_PER_CHUNK", 7 * 512)  # several chunks even on this tiny batch
+    model = tiny_model(name, method)
+    rows = examples()
+    assert_same(loss_and_grads(model, rows, chunked=False), loss_and_grads(model, rows, chunked=True))
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_packed_rows_give_the_unpacked_loss_and_gradient(name, chunked):
+    model = tiny_model(name)
+    rows = examples(12)
+    packed = pack_examples(rows, capacity=32)
+    assert len(packed) < len(rows) and max(r["examples"] for r in packed) >= 3
+    assert sum(loss_items(r) for r in packed) == sum(loss_items(r) for r in rows)
+    assert_same(loss_and_grads(model, rows, chunked=chunked), loss_and_grads(model, packed, chunked=chunked))
+
+
+def test_packing_keeps_every_example_once_within_capacity():
+    rows = examples(40, seed=1) + [{"input_ids": list(range(5, 45)), "labels": list(range(5, 45))}]
+    packed = pack_examples(rows, capacity=24)
+    assert all(len(r["input_ids"]) <= 24 for r in packed if r["examples"] > 1)
+    assert sum(r["examples"] for r in packed) == len(rows)
+    seen = []
+    for r in packed:
+        starts = [i for i, p in enumerate(r["position_ids"]) if p == 0] + [len(r["position_ids"])]
+        assert r["position_ids"] == [p for a, b in zip(starts, starts[1:]) for p in range(b - a)]
+        for n, (a, b) in enumerate(zip(starts, starts[1:])):
+            seen.append(tuple(r["input_ids"][a:b]))
+            if n:  # never scored on predicting an example's first token from the previous one
+                assert r["labels"][a] == IGNORE
+    assert sorted(seen) == sorted(tuple(r["input_ids"]) for r in rows)
+    assert pack_examples(rows, capacity=24) == packed  # deterministic
+
+
+def test_preflight_refuses_packing_when_attention_leaks_across_examples(monkeypatch):
+    """An attention implementation that ignores the document boundaries is caught before
+    training (simulated: transformers told that no row is packed)."""
+    import transformers.masking_utils as masking
+
+    from llmtune.errors import UserError
+    from llmtune.train.preflight import run_preflight
+
+    model = tiny_model("tiny-llama")
+    model.chunked_loss = True
+    packed = pack_examples(examples(12), capacity=32)
+    run_preflight(model, packed, 0, torch.device("cpu"), packing=True)  # the real thing passes
+    monkeypatch.setattr(masking, "find_packed_sequence_indices", lambda position_ids: None)
+    with pytest.raises(UserError, match="lets packed examples see each other"):
+        run_preflight(model, packed, 0, torch.device("cpu"), packing=True)
