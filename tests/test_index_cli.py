@@ -88,7 +88,6 @@ def test_mistakes_exit_2_with_the_fix(tmp_path, cli):
         (("query", "--store", store, "x", "--filter", "path=*.md"), "write source=GLOB"),
         (("query", "--store", store, "x", "--model", "tiny-bert"), "(the store has minilm)"),
         (("index", docs, "--store", store, "--model", "tiny-bert"), "Drop the option to use the store's settings"),
-        (("ask", "--store", store, "x"), "default answer model 'smollm2-135m' is not a built-in"),
         (("ask", "--store", store, "x", "--model", "minilm"), "is an encoder"),
     ]:
         res = cli(*args)

@@ -40,11 +40,6 @@ def load_answer_model(model: str | None, recipe: Path | None, *, trust_remote_co
     if recipe is not None:
         return _from_recipe(Path(recipe))
     name = model or DEFAULT_ANSWER_MODEL
-    from llmtune.models import builtin
-
-    if name == DEFAULT_ANSWER_MODEL and not builtin.is_builtin(name):
-        raise UserError(f"the default answer model {name!r} is not a built-in of this llmtune yet; pass --model (a "
-                        f"causal LM: tiny-llama, a local folder or a hub id) or --recipe RUN_DIR")
     from llmtune.models.load import load_body, load_tokenizer
 
     tok = load_tokenizer(name, trust_remote_code)

@@ -49,6 +49,9 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
     check_installed(recipe.train.report_to)  # a missing tracker package fails before anything is written
     if resume and not out.exists():
         raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
+    # GGUF-sourced models (file, hash, dequantized) are converted here, before a run directory
+    # exists, so a missing package stops the run with nothing written.
+    model_source = model_provenance(recipe.model.name)
     main = is_main_process()
     if main:
         run = open_run_dir(out, resume=resume, overwrite=overwrite)
@@ -57,7 +60,7 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
         run = RunDir(out)  # other ranks never write to the run directory
     reporter.log(f"run directory: {run.path}")
     session = RunSession(recipe, recipe_path, run, reporter, resume=resume, main=main)
-    session.model_source = model_provenance(recipe.model.name)  # GGUF-sourced: file, hash, dequantized
+    session.model_source = model_source
     run.tracker = start_tracking(recipe, run) if main else None
     try:
         return session.run(method_for(recipe.method))
