@@ -19,9 +19,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "llmtune"
 # Top floor first. A new top-level module or package must be given a floor here.
 FLOORS = [
     ("cli", ("llmtune.cli", "llmtune.__main__")),
-    # Prompted evaluation (ICL) may draw demonstrations from an index; only the eval verb uses it.
     ("verbs", ("llmtune.embed", "llmtune.runs", "llmtune.index", "llmtune.report", "llmtune.preview",
-               "llmtune.doctor", "llmtune.evaluate.prompted")),
+               "llmtune.doctor")),
     ("recipe", ("llmtune.recipe",)),
     ("train", ("llmtune.train",)),
     ("methods", ("llmtune.methods",)),

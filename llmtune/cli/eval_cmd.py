@@ -22,11 +22,12 @@ def eval_(
     see docs/evaluation.md."""
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter, quiet_third_party
+    from llmtune.index.demos import select_from_store  # pymilvus loads only if a recipe selects from a store
     from llmtune.runs.evaluate import evaluate_target
 
     reporter = Reporter(json_mode=json_out)
     quiet_third_party(reporter.interactive)
-    result = evaluate_target(target, set_ or [], limit, reporter)
+    result = evaluate_target(target, set_ or [], limit, reporter, store_demos=select_from_store)
     if json_out:
         emit_json(result)
         return

@@ -31,7 +31,10 @@ def max_positions(body) -> int | None:
     return None
 
 
-def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device) -> dict:
+def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device, store_demos=None) -> dict:
+    """`store_demos(queries, pool, k, store, reporter)` picks demonstrations for `eval.selection:
+    store` (llmtune.index.demos.select_from_store): handed in by the caller, since the index
+    sits above evaluation."""
     r = recipe
     e, d = r.eval, r.data
     if d.task not in HEADLINE:
@@ -50,7 +53,7 @@ def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device) ->
         raise UserError("eval.shots > 0 and eval.templates need alpaca-style rows (instruction/output); "
                         "chat rows are prompted with the tokenizer's chat template, zero-shot only")
     pool = icl.dedupe_pool(to_prompt_rows(pool_rows, d, labels, words)) if k else []
-    ranked = _select(queries, pool, k, e, device, reporter)
+    ranked = _select(queries, pool, k, e, device, reporter, store_demos)
     templates = compile_templates(e.templates) if e.templates else [default_template(d)]
     answer_sep = e.answer_separator if e.answer_separator is not None else (
         " " if d.task == "classification" else "")
@@ -98,15 +101,15 @@ def _alpaca_through_chat(d, tok, text_prompts: bool, reporter) -> bool:
     return True
 
 
-def _select(queries, pool, k, e, device, reporter) -> list[list[int]]:
+def _select(queries, pool, k, e, device, reporter, store_demos) -> list[list[int]]:
     if k == 0:
         return [[] for _ in queries]
     if e.selection == "random":
         return icl.select_random(queries, pool, k, e.seed, sets=e.demo_sets)
     if e.selection == "store":
-        from llmtune.index.demos import select_from_store
-
-        return select_from_store(queries, pool, k, e.store, reporter)
+        if store_demos is None:
+            raise UserError("eval.selection: store needs the index (run it through `llmtune eval`)")
+        return store_demos(queries, pool, k, e.store, reporter)
     from llmtune.evaluate.sentence_encoder import cached_embeddings
 
     kw = {"batch_size": e.batch_size, "max_length": e.encoder_max_length, "device": device, "reporter": reporter}

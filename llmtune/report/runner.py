@@ -167,6 +167,7 @@ def execute(p: Planned, action: str, reporter) -> RunRecord:
 
 def evaluate_in_context(p: Planned, reporter, overwrite: bool) -> None:
     """Score a prompted recipe and write its run directory (recipe.yaml, eval.json, manifest.json)."""
+    from llmtune.index.demos import select_from_store
     from llmtune.runs.evaluate import evaluate_target
     from llmtune.evaluate.supervised import headline
     from llmtune.data.eval_identity import eval_identity
@@ -185,7 +186,7 @@ def evaluate_in_context(p: Planned, reporter, overwrite: bool) -> None:
     write_manifest(run, manifest)
     started = time.perf_counter()
     try:
-        result = evaluate_target(p.recipe, p.overrides, None, reporter)
+        result = evaluate_target(p.recipe, p.overrides, None, reporter, store_demos=select_from_store)
     except BaseException as exc:  # recorded in the manifest as the session does for a trained run
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         manifest.update({"status": "stopped" if interrupted else "failed",

@@ -10,7 +10,9 @@ from llmtune.errors import UserError
 from llmtune.runs.open import Target, open_target
 
 
-def evaluate_target(target: Path, overrides: list[str], limit: int | None, reporter) -> dict:
+def evaluate_target(target: Path, overrides: list[str], limit: int | None, reporter, store_demos=None) -> dict:
+    """`store_demos`: how `eval.selection: store` picks demonstrations (the caller hands in
+    llmtune.index.demos.select_from_store; the index sits above this floor)."""
     t = open_target(target, overrides)
     r = t.recipe
     if t.final is not None:
@@ -23,12 +25,12 @@ def evaluate_target(target: Path, overrides: list[str], limit: int | None, repor
         return _write_eval(t.final, {**head, **custom})
     limit = limit or r.eval.limit
     if r.eval.prompting and r.data.task == "classification":
-        metrics = _prompted_classification(t, limit, reporter)
+        metrics = _prompted_classification(t, limit, reporter, store_demos)
     else:
         if r.eval.prompting and r.data.task != "sft":
             raise UserError(f"eval.shots/templates/verbalizers apply to classification and sft data, not "
                             f"data.task {r.data.task!r}; remove them from the eval section")
-        metrics = _supervised(t, limit, reporter)
+        metrics = _supervised(t, limit, reporter, store_demos)
     return _write_eval(t.final, {**head, **metrics})
 
 
@@ -38,7 +40,7 @@ def _device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _supervised(t: Target, limit: int | None, reporter) -> dict:
+def _supervised(t: Target, limit: int | None, reporter, store_demos) -> dict:
     """The model as trained: head predictions or LM loss; for sft also generated answers."""
     import torch
 
@@ -66,7 +68,7 @@ def _supervised(t: Target, limit: int | None, reporter) -> dict:
         from llmtune.evaluate.prompted import evaluate_prompted
 
         model.eval()
-        result.update(evaluate_prompted(model.body, tok, r, limit, reporter, device))
+        result.update(evaluate_prompted(model.body, tok, r, limit, reporter, device, store_demos))
     return result
 
 
@@ -76,7 +78,7 @@ _ENCODER_ONLY = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "albe
                            "deberta-v2", "mpnet", "camembert", "modernbert"})
 
 
-def _prompted_classification(t: Target, limit: int | None, reporter) -> dict:
+def _prompted_classification(t: Target, limit: int | None, reporter, store_demos) -> dict:
     """Classification by prompting a causal LM: the base model (a recipe) or a run that
     trained a causal LM. The model is built as a causal LM whatever data.task says."""
     import torch
@@ -102,7 +104,7 @@ def _prompted_classification(t: Target, limit: int | None, reporter) -> dict:
     device = _device()
     model.to(device).eval()
     with torch.inference_mode():
-        metrics = evaluate_prompted(model.body, tok, r, limit, reporter, device)
+        metrics = evaluate_prompted(model.body, tok, r, limit, reporter, device, store_demos)
     split = "eval" if (r.data.eval is not None or r.data.eval_fraction > 0) else "train"
     return {"split": split, **metrics}
 
