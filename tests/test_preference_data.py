@@ -137,3 +137,16 @@ def test_prompt_rows_from_messages_and_transcripts():
     assert normalise(rows({"chosen": hh, "rejected": hh}), cfg("prompts")) == [{"prompt": "\n\nHuman: q\n\nAssistant:"}]
     with pytest.raises(DataError, match=r"data.jsonl:1: no prompt column 'prompt'"):
         normalise(rows({"question": "q"}), cfg("prompts"))
+
+
+def test_held_out_fingerprint_names_the_file_it_was_split_from(tmp_path):
+    """Two files split with the same fraction and seed hold different eval rows: their eval
+    fingerprints (what compare's eval identity reads) must differ too."""
+    prints = []
+    for name, reply in (("a.jsonl", "yes"), ("b.jsonl", "no")):
+        path = tmp_path / name
+        path.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": f" {reply}", "rejected": " meh"}) + "\n"
+                                for i in range(10)))
+        data = load_preference_data(DataSection(task="preference", train=str(path), eval_fraction=0.2))
+        prints.append(data.fingerprint["eval"])
+    assert prints[0] != prints[1] and all(p.startswith("heldout:") for p in prints)

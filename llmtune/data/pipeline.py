@@ -49,14 +49,22 @@ def split_rows(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], 
     return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
 
 
-def prepare_data(data_cfg, tok, store_cache: bool = True) -> Prepared:
-    """`store_cache=False` reads the cache but never writes it (`llmtune preview` writes nothing)."""
+def read_splits(data_cfg) -> tuple[list[Row], list[Row], str, str]:
+    """Train rows, eval rows (`data.eval`, or the held-out part of `data.train`) and a
+    fingerprint of each. A held-out split's fingerprint includes the train file's, so two
+    runs score the same eval rows only if they split the same file the same way."""
     train_rows, train_fp = read_source(data_cfg.train)
     if data_cfg.eval is not None:
         eval_rows, eval_fp = read_source(data_cfg.eval)
     else:
         train_rows, eval_rows = split_rows(train_rows, data_cfg.eval_fraction, data_cfg.split_seed)
         eval_fp = f"heldout:{data_cfg.eval_fraction}:{data_cfg.split_seed}:{train_fp}"
+    return train_rows, eval_rows, train_fp, eval_fp
+
+
+def prepare_data(data_cfg, tok, store_cache: bool = True) -> Prepared:
+    """`store_cache=False` reads the cache but never writes it (`llmtune preview` writes nothing)."""
+    train_rows, eval_rows, train_fp, eval_fp = read_splits(data_cfg)
     labels = None
     if data_cfg.task == "classification":
         labels = encode.label_names(train_rows, data_cfg.columns.label, data_cfg.labels)

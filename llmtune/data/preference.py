@@ -44,14 +44,9 @@ class PreferenceData:
 
 def load_preference_data(data_cfg) -> PreferenceData:
     """Read, split and normalise the recipe's rows for its preference/RL task."""
-    from llmtune.data.pipeline import read_source, split_rows
+    from llmtune.data.pipeline import read_splits
 
-    train_rows, train_fp = read_source(data_cfg.train)
-    if data_cfg.eval is not None:
-        eval_rows, eval_fp = read_source(data_cfg.eval)
-    else:
-        train_rows, eval_rows = split_rows(train_rows, data_cfg.eval_fraction, data_cfg.split_seed)
-        eval_fp = f"heldout:{data_cfg.eval_fraction}:{data_cfg.split_seed}"
+    train_rows, eval_rows, train_fp, eval_fp = read_splits(data_cfg)
     summary = {"train_rows": len(train_rows), "eval_rows": len(eval_rows), "dropped_empty": 0}
     train = normalise(train_rows, data_cfg, summary)
     evals = normalise(eval_rows, data_cfg, summary) if eval_rows else []
