@@ -34,15 +34,11 @@ def eval_identity(recipe, limit: int | None = None, metric: str | None = None) -
     recipe: its eval split (data.eval, or the rows data.eval_fraction holds out), cut to
     `limit` (default eval.limit); `metric` defaults to the task's primary metric."""
     from llmtune.data.encode import label_names
-    from llmtune.data.pipeline import read_source, split_rows
+    from llmtune.data.pipeline import read_splits
 
     r = recipe
     d = r.data
-    train, _ = read_source(d.train)
-    if d.eval is not None:
-        rows, _ = read_source(d.eval)
-    else:
-        train, rows = split_rows(train, d.eval_fraction, d.split_seed)
+    train, rows, _, _ = read_splits(d)
     rows = rows or train
     limit = limit or r.eval.limit
     if limit:

@@ -19,7 +19,6 @@ Every problem names the row (file:line or file row N) and the fix.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from llmtune.data.readers import Row

@@ -105,14 +105,10 @@ def _chat_row(row, col: str) -> PromptRow | None:
 
 def load_rows(recipe) -> tuple[list, list, list[str] | None]:
     """(eval rows, demonstration pool rows, labels), split exactly as training splits them."""
-    from llmtune.data.pipeline import read_source, split_rows
+    from llmtune.data.pipeline import read_source, read_splits
 
     d = recipe.data
-    train, _ = read_source(d.train)
-    if d.eval is not None:
-        evals, _ = read_source(d.eval)
-    else:
-        train, evals = split_rows(train, d.eval_fraction, d.split_seed)
+    train, evals, _, _ = read_splits(d)
     labels = label_names(train, d.columns.label, d.labels) if d.task == "classification" else None
     demos = recipe.eval.demos
     pool = read_source(demos)[0] if demos is not None else train

@@ -14,7 +14,6 @@ finished. A folder without the marker is never used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -72,11 +71,9 @@ def cache_root() -> Path:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from llmtune.data.readers import data_fingerprint  # the same sha256 that keys data caches
+
+    return data_fingerprint(path)
 
 
 def converted_folder(name: str) -> Path:

@@ -16,7 +16,6 @@ function of (seed, epoch), so a resumed run replays exactly what the lost part d
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from contextlib import nullcontext

@@ -116,7 +116,7 @@ def _check_packing_isolation(model, rows: list[dict], pad_id: int, device, autoc
     if row is None:
         return
     starts = [i for i, p in enumerate(row["position_ids"]) if p == 0] + [len(row["position_ids"])]
-    a, b = starts[0], starts[1]
+    b = starts[1]  # the second example: it would see the first if attention leaked
     second = slice(b, starts[2])
     packed = _to(collate([row], pad_id), device)
     alone = _to(collate([{k: row[k][second] for k in ("input_ids", "labels")}], pad_id), device)
