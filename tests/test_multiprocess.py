@@ -41,6 +41,29 @@ def method_recipe(task: str, method: str, sst2: Path, out: Path) -> dict:
             "output": {"dir": str(out)}}
 
 
+# The trl-backed methods on tiny-llama: bundled data of each kind, 2 steps of batch 2 per process.
+_PAIRS = {"task": "preference", "train": {"path": str(DATA / "hh_rlhf_harmless_64.jsonl"), "limit": 16},
+          "eval_fraction": 0.25, "max_length": 64}
+PREFERENCE_CASES = {
+    "reward": (_PAIRS, {"name": "reward"}),
+    "dpo": (_PAIRS, {"name": "dpo"}),
+    "orpo": (_PAIRS, {"name": "orpo"}),
+    "kto": ({"task": "unpaired_preference", "train": str(DATA / "kto_en_demo_32.json"), "eval_fraction": 0.25,
+             "max_length": 64, "columns": {"messages": "messages", "desirable": "label"}}, {"name": "kto"}),
+    "rl": ({"task": "prompts", "train": {"path": str(DATA / "hh_rlhf_harmless_64.jsonl"), "limit": 16},
+            "eval_fraction": 0.25, "max_length": 64},
+           {"name": "rl", "algorithm": "grpo", "num_generations": 2, "max_completion_length": 8,
+            "reward_function": "llmtune.methods.preference.rewards:char_fraction", "reward_kwargs": {"char": "e"}}),
+}
+
+
+def preference_recipe(method: str, out: Path) -> dict:
+    data, section = PREFERENCE_CASES[method]
+    return {"model": {"name": "tiny-llama"}, "data": data, "method": section,
+            "train": {"max_steps": 2, "batch_size": 2, "lr": 1e-4, "log_every": 1}, "eval": {"limit": 4, "batch_size": 2},
+            "output": {"dir": str(out)}}
+
+
 def grads_recipe(batch_size: int, grad_accum: int) -> dict:
     """SFT rows of very different lengths; no dropout, no length grouping (the same 8 rows
     make the step in every layout)."""
@@ -63,6 +86,8 @@ def launch(tmp_path_factory):
     sst2 = tiny_sst2(root, 32)
     jobs = [{"kind": "train", "recipe": method_recipe(task, m, sst2, root / f"{task}-{m}"), "out": str(root / f"{task}-{m}")}
             for task in TASKS for m in supervised_methods(task)]
+    jobs += [{"kind": "train", "recipe": preference_recipe(m, root / f"trl-{m}"), "out": str(root / f"trl-{m}")}
+             for m in PREFERENCE_CASES]
     jobs.append({"kind": "grads", "recipe": grads_recipe(4, 1), "out": str(root / "grads.safetensors")})
     rows = short_sft_rows(root)
     jobs.append({"kind": "train", "recipe": packed_recipe(rows, root / "packed-ddp", grad_accum=1),
@@ -86,6 +111,24 @@ def test_every_supervised_method_trains_under_two_processes(launch, task):
             failed[method] = log.split(f"== job {run.name}\n", 1)[-1].split("== job ", 1)[0][-1500:]
         elif not all_methods()[method].trains_itself:  # the linear probe counts L-BFGS iterations
             assert json.loads((run / "manifest.json").read_text())["steps"] == 3, method
+    assert not failed, "\n\n".join(f"{m}: {e}" for m, e in failed.items())
+
+
+def test_every_trl_backed_method_trains_under_two_processes(launch):
+    """Reward, DPO, ORPO, KTO and RL train through trl's trainers under the same 2-rank launch;
+    together with the supervised test above, every registered method."""
+    log = (launch / "launch.log").read_text()
+    assert set(PREFERENCE_CASES) | set(supervised_methods("classification")) | set(supervised_methods("sft")) \
+        == set(all_methods())
+    failed = {}
+    for method in PREFERENCE_CASES:
+        run = launch / f"trl-{method}"
+        if not json.loads((run / "result.json").read_text())["ok"]:
+            failed[method] = log.split(f"== job {run.name}\n", 1)[-1].split("== job ", 1)[0][-1500:]
+            continue
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["status"] == "finished" and manifest["steps"] == 2, (method, manifest.get("status"))
+        assert (run / "final").is_dir(), method
     assert not failed, "\n\n".join(f"{m}: {e}" for m, e in failed.items())
 
 
