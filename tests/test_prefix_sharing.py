@@ -87,13 +87,13 @@ def test_a_model_whose_cache_disagrees_falls_back_to_the_plain_path(monkeypatch)
     pairs = _pairs(tok, ["terrible", "great"], sets=2, queries=8)
     kw = {"pad_id": tok.pad_token_id, "batch_size": 4, "reduce": "sum", "device": CPU}
     plain = score_labels(model, pairs, **kw)
-    real = prefix_sharing.suffix_logits
+    real = prefix_sharing.tree_logprobs
 
-    def noisy(*args, **kwargs):  # a shift per vocabulary entry: log-softmax does not cancel it
-        logits = real(*args, **kwargs)
-        return logits + torch.randn(logits.shape)
+    def noisy(*args, **kwargs):  # what an attention that ignored the mask would give: other scores
+        lp, slot = real(*args, **kwargs)
+        return lp + torch.randn(lp.shape), slot
 
-    monkeypatch.setattr(prefix_sharing, "suffix_logits", noisy)
+    monkeypatch.setattr(prefix_sharing, "tree_logprobs", noisy)
     stats: dict = {}
     assert torch.equal(score_labels(model, pairs, share_prefix=True, stats=stats, **kw), plain)
     assert stats["fell_back"] is True and stats["rows_sharing"] == 0

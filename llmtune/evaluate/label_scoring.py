@@ -92,8 +92,7 @@ def score_labels(body, pairs_per_prompt, *, pad_id: int, batch_size: int, reduce
 
             if prefix_sharing.supports_prefix_cache(body):
                 plain, shared = prefix_sharing.score_shared(body, rows, pad_id=pad_id, batch_size=batch_size,
-                                                            device=device, add=add, plain_logprobs=_batch_logprobs,
-                                                            pick=_pick)
+                                                            device=device, add=add, plain_logprobs=_batch_logprobs)
                 if stats is not None:
                     stats.update(shared)
         order = sorted(plain, key=lambda r: len(rows[r].ids))

@@ -3,20 +3,22 @@
 Few-shot prompts that use the same demonstrations in the same order begin with the same
 tokens; re-encoding those for every query is most of an ICL evaluation's cost. Rows are
 grouped by their common token prefix (found on the token ids themselves, so nothing is
-assumed about templates or tokenizers); each group's prefix runs through the model once,
-and its key/value cache is reused for every row of the group. The rows' remaining tokens
-are scored in batches of `eval.batch_size` rows; a group's last rows share a batch with
-the next group's (each row's prefix cache left-padded to the longest in the batch). The result is the same computation up to float rounding.
+assumed about templates or tokenizers). Each group runs as one sequence: the shared prefix
+once, then every row's remaining tokens one after the other, under an attention mask that
+lets each row's tokens see the prefix and their own earlier tokens only, with positions
+counted as if the row were alone. So a row's logits are those of the row encoded whole, up
+to float rounding, and no key/value cache is copied per row (the copies made an earlier,
+cache-based version memory-bound on CPU). A large group is cut into parts of about
+`SUFFIX_TOKENS_PER_ROW x eval.batch_size` row tokens, each with its own copy of the prefix.
 
 Two guards keep it honest: only models that are plain transformers causal LMs (or peft
 models that do not learn prompt tokens) take this path, and before scoring, two rows are
-scored both ways; if they differ, everything is scored the plain way.
+scored both ways; if they differ (an attention implementation that ignores a custom mask,
+say), everything is scored the plain way.
 """
 
 from __future__ import annotations
 
-import copy
-import inspect
 from dataclasses import dataclass
 
 MIN_SHARED = 16
@@ -92,134 +94,94 @@ def _base_model(body):
     return get() if callable(get) else body
 
 
-def _cache_keyword(body) -> str:
-    """transformers 5.x renamed `past_key_values` to `cache` (the old name is accepted for a while)."""
-    params = inspect.signature(type(_base_model(body)).forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+SUFFIX_TOKENS_PER_ROW = 64
+"""Row tokens per forward pass, per `eval.batch_size` row: bounds a part's attention matrix."""
 
 
-@dataclass
-class CachedPrefix:
-    cache: object
-    """The key/value cache of a batch of left-padded prefixes."""
-    index: int
-    """This prefix's row in that batch."""
-    width: int
-    """The batch's padded prefix length: this prefix fills its last `length` positions."""
-    length: int
+def _parts(rows, group: PrefixGroup, budget: int) -> list[list[int]]:
+    """The group's rows in runs of at most `budget` tokens after the prefix (at least one row each)."""
+    parts, current, used = [], [], 0
+    for i in sorted(group.rows, key=lambda i: len(rows[i].ids)):
+        n = len(rows[i].ids) - group.length
+        if current and used + n > budget:
+            parts.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n
+    return parts + [current] if current else parts
 
 
-def encode_prefixes(body, prefixes: list[list[int]], pad_id: int, batch_size: int, device) -> list[CachedPrefix]:
-    """Each prefix's key/value cache, `batch_size` prefixes per forward pass, left-padded."""
+def tree_logprobs(body, prefix: list[int], batch, device):
+    """(log-prob of each target token, its output slot) for rows that all begin with `prefix`,
+    from one forward pass over the prefix followed by every row's remaining tokens."""
     import torch
 
-    out = []
-    for s in range(0, len(prefixes), batch_size):
-        chunk = prefixes[s:s + batch_size]
-        width = max(len(p) for p in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, p in enumerate(chunk):
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        result = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                      use_cache=True, logits_to_keep=1, **{_cache_keyword(body): None})
-        cache = getattr(result, "cache", None) or result.past_key_values
-        out.extend(CachedPrefix(cache, i, width, len(p)) for i, p in enumerate(chunk))
-    return out
+    p = len(prefix)
+    ids, positions, spans = list(prefix), list(range(p)), []
+    for row in batch:
+        rest = row.ids[p:]
+        spans.append((len(ids), len(rest)))
+        ids += rest
+        positions += range(p, p + len(rest))
+    n = len(ids)
+    allowed = torch.zeros((n, n), dtype=torch.bool)
+    allowed[:p, :p] = torch.ones((p, p), dtype=torch.bool).tril()
+    for start, length in spans:
+        allowed[start:start + length, :p] = True
+        allowed[start:start + length, start:start + length] = torch.ones((length, length), dtype=torch.bool).tril()
+    dtype = next(body.parameters()).dtype
+    # An additive float mask: what eager and SDPA attention both add to their scores as given.
+    mask = torch.zeros((1, 1, n, n), dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    # Row position q (counted in the whole row) sits at start + q - p of the sequence.
+    flat = [start + (len(row.ids) - 1 - d) - p for row, (start, _) in zip(batch, spans) for d, _, _ in row.targets]
+    keep = sorted(set(flat))
+    logits = body(input_ids=torch.tensor([ids], device=device), attention_mask=mask.to(device),
+                  position_ids=torch.tensor([positions], device=device), use_cache=False,
+                  logits_to_keep=torch.tensor(keep, device=device)).logits[0]
+    where = {q: i for i, q in enumerate(keep)}
+    at = torch.tensor([where[q] for q in flat], device=device)
+    tok = torch.tensor([t for row in batch for _, t, _ in row.targets], device=device)
+    slot = torch.tensor([o for row in batch for _, _, o in row.targets])
+    picked = torch.log_softmax(logits[at].float(), dim=-1)
+    return picked.gather(1, tok.unsqueeze(1)).squeeze(1), slot
 
 
-def stacked_cache(prefixes: list[CachedPrefix], width: int):
-    """One cache for a batch whose rows continue different prefixes: each row's prefix
-    keys/values left-padded to `width` (the padding is masked out; rotary positions are
-    already inside the cached keys, so padding shifts nothing)."""
-    import torch
-    from torch.nn.functional import pad
-
-    out = copy.copy(prefixes[0].cache)  # keeps the model's cache class; its layers are replaced below
-    out.layers = [copy.copy(layer) for layer in out.layers]
-    for i, layer in enumerate(out.layers):
-        for name in ("keys", "values"):
-            parts = [pad(getattr(p.cache.layers[i], name)[p.index:p.index + 1], (0, 0, width - p.width, 0))
-                     for p in prefixes]
-            setattr(layer, name, torch.cat(parts, dim=0))
-    return out
-
-
-def suffix_logits(body, prefixes: list[CachedPrefix], batch, keep: int, pad_id: int, device):
-    """Logits of each row's last `keep` positions, row i's first `prefixes[i].length` ids
-    coming from its cached prefix. Prefixes are left-padded to the widest, suffixes to
-    theirs; all padding is masked out and positions count real tokens only, as if each row
-    were alone."""
-    import torch
-
-    width = max(p.width for p in prefixes)
-    suffixes = [r.ids[p.length:] for r, p in zip(batch, prefixes)]
-    span = max(len(x) for x in suffixes)
-    ids = torch.full((len(batch), span), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width + span), dtype=torch.long)
-    for i, (x, p) in enumerate(zip(suffixes, prefixes)):
-        ids[i, span - len(x):] = torch.tensor(x)
-        mask[i, width - p.length:width] = 1
-        mask[i, width + span - len(x):] = 1
-    start = torch.tensor([p.length for p in prefixes]).unsqueeze(1)
-    positions = start + (mask[:, width:].cumsum(-1) - 1).clamp(min=0)
-    cache = stacked_cache(prefixes, width)  # new tensors: the forward appends to them, the prefixes stay clean
-    return body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                use_cache=True, logits_to_keep=keep, **{_cache_keyword(body): cache}).logits[:, -keep:]
-
-
-def _batches(rows, of_row: dict[int, int], lengths: dict[int, int], batch_size: int) -> list[list[int]]:
-    """`batch_size` rows at a time, group by group and by suffix length within a group; a
-    group's last rows fill up with the next group's. Not more rows than a plain batch: each
-    row holds its own copy of the prefix keys/values, and larger batches measured slower on
-    CPU (memory-bound copies, grouped-query heads repeated inside attention)."""
-    order = sorted(of_row, key=lambda i: (of_row[i], len(rows[i].ids) - lengths[i]))
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-
-
-def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain_logprobs, pick) -> tuple[list[int], dict]:
-    """Score the rows that share a prefix, passing each batch's (log-probs, slots) to `add`.
+def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain_logprobs) -> tuple[list[int], dict]:
+    """Score the rows that share a prefix, passing each part's (log-probs, slots) to `add`.
     Returns the rows left for the plain path and what was shared."""
     groups, alone = group_rows(rows)
+    total = sum(len(r.ids) for r in rows)
     stats = {"groups": len(groups), "rows_sharing": sum(len(g.rows) for g in groups), "rows": len(rows),
-             "tokens_total": sum(len(r.ids) for r in rows),
-             "tokens_encoded": sum(len(r.ids) for r in rows) - sum(g.length * (len(g.rows) - 1) for g in groups)}
+             "tokens_total": total, "tokens_encoded": total}
     if not groups:
         return list(range(len(rows))), stats
-    of_row = {i: gi for gi, g in enumerate(groups) for i in g.rows}
-    lengths = {i: groups[gi].length for i, gi in of_row.items()}
-    try:
-        cached = encode_prefixes(body, [rows[g.rows[0]].ids[:g.length] for g in groups], pad_id, batch_size, device)
-    except (TypeError, ValueError, RuntimeError, NotImplementedError):
-        cached = None  # a model that takes no cache or position ids this way: the plain path
+    budget = SUFFIX_TOKENS_PER_ROW * max(1, batch_size)
+    parts = [(g, part) for g in groups for part in _parts(rows, g, budget)]
+    stats["forward_passes"] = len(parts)
+    stats["tokens_encoded"] = sum(len(r.ids) for i, r in enumerate(rows) if i in set(alone)) + sum(
+        g.length + sum(len(rows[i].ids) - g.length for i in part) for g, part in parts)
 
-    def run(batch_rows: list[int]):
-        batch = [rows[i] for i in batch_rows]
-        keep = max(d for r in batch for d, _, _ in r.targets) + 1
-        prefixes = [cached[of_row[i]] for i in batch_rows]
-        return pick(suffix_logits(body, prefixes, batch, keep, pad_id, device), batch, keep, device)
+    def run(group: PrefixGroup, part: list[int]):
+        return tree_logprobs(body, rows[group.rows[0]].ids[:group.length], [rows[i] for i in part], device)
 
-    if cached is None or not _agrees(run, body, rows, groups, pad_id, device, plain_logprobs):
-        stats.update(groups=0, rows_sharing=0, tokens_encoded=stats["tokens_total"], fell_back=True)
+    if not _agrees(run, body, rows, groups[0], pad_id, device, plain_logprobs):
+        stats.update(groups=0, rows_sharing=0, tokens_encoded=total, forward_passes=None, fell_back=True)
         return list(range(len(rows))), stats
-    for batch_rows in _batches(rows, of_row, lengths, batch_size):
-        add(*run(batch_rows))
+    for group, part in parts:
+        add(*run(group, part))
     return alone, stats
 
 
-def _agrees(run, body, rows, groups, pad_id: int, device, plain_logprobs) -> bool:
-    """The first row of the first two groups, scored together the shared way and one by
-    one the plain way: a model whose cache does not reproduce its own forward (an exotic
-    attention, a wrapper, another transformers version) is caught here instead of skewing
-    the scores. Two groups, so that prefixes of different lengths share a batch."""
+def _agrees(run, body, rows, group: PrefixGroup, pad_id: int, device, plain_logprobs) -> bool:
+    """The group's first two rows, scored together the shared way and one by one the plain
+    way: a model whose attention ignores the mask (an exotic implementation, a wrapper,
+    another transformers version) is caught here instead of skewing the scores."""
     import torch
 
-    probe = [g.rows[0] for g in groups[:2]]
+    probe = group.rows[:2]
     try:
-        shared, _ = run(probe)
-    except (AttributeError, TypeError, ValueError, RuntimeError, NotImplementedError):
+        shared, _ = run(group, probe)
+    except (AttributeError, TypeError, ValueError, RuntimeError, NotImplementedError, IndexError):
         return False
     plain = torch.cat([plain_logprobs(body, [rows[i]], pad_id, device)[0] for i in probe])
-    return bool((shared.float() - plain.float()).abs().max() <= TOLERANCE)
+    return shared.shape == plain.shape and bool((shared.float() - plain.float()).abs().max() <= TOLERANCE)
