@@ -165,7 +165,7 @@ def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain
         return tree_logprobs(body, rows[group.rows[0]].ids[:group.length], [rows[i] for i in part], device)
 
     if not _agrees(run, body, rows, groups[0], pad_id, device, plain_logprobs):
-        stats.update(groups=0, rows_sharing=0, tokens_encoded=total, forward_passes=None, fell_back=True)
+        stats.update(groups=0, rows_sharing=0, tokens_encoded=total, forward_passes=0, fell_back=True)
         return list(range(len(rows))), stats
     for group, part in parts:
         add(*run(group, part))
