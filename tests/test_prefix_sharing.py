@@ -65,6 +65,10 @@ def test_shared_prefix_gives_the_plain_scores_and_predictions(name, words):
     assert torch.equal(margin_plain.argsort(), margin_shared.argsort())
     # Three demonstration sets: three groups, and most tokens are not encoded again.
     assert stats["groups"] == 3 and stats["rows_sharing"] == stats["rows"]
+    # Larger batches: trees of different prefixes share a forward pass, with the same scores.
+    wide: dict = {}
+    batched = score_labels(model, pairs, share_prefix=True, stats=wide, **{**kw, "batch_size": 32})
+    assert wide["forward_passes"] < stats["forward_passes"] and torch.allclose(batched, shared, atol=1e-4)
     assert stats["tokens_encoded"] < stats["tokens_total"] / 2
 
 

@@ -95,7 +95,23 @@ def _base_model(body):
 
 
 SUFFIX_TOKENS_PER_ROW = 64
-"""Row tokens per forward pass, per `eval.batch_size` row: bounds a part's attention matrix."""
+"""Row tokens per tree, per `eval.batch_size` row: bounds a tree's attention matrix."""
+FORWARD_TOKENS_PER_ROW = 192
+"""Tokens per forward pass (all its trees, padding included), per `eval.batch_size` row:
+about what a plain batch of few-shot prompts holds."""
+
+
+@dataclass
+class Tree:
+    """One group's prefix and some of its rows, laid out as one sequence."""
+    ids: list[int]
+    positions: list[int]
+    allowed: object
+    """(n, n) bool tensor: which tokens each token may attend to."""
+    kept: int
+    """The last `kept` tokens are those whose logits score a target."""
+    target_at: list[int]
+    """Per target of the rows (in order), its index among the last `kept` tokens."""
 
 
 def _parts(rows, group: PrefixGroup, budget: int) -> list[list[int]]:
@@ -111,9 +127,11 @@ def _parts(rows, group: PrefixGroup, budget: int) -> list[list[int]]:
     return parts + [current] if current else parts
 
 
-def tree_logprobs(body, prefix: list[int], batch, device):
-    """(log-prob of each target token, its output slot) for rows that all begin with `prefix`,
-    from one forward pass over the prefix followed by every row's remaining tokens."""
+def build_tree(prefix: list[int], batch) -> Tree:
+    """The prefix, then every row's remaining tokens; each row's tokens see the prefix and
+    their own earlier tokens, at the positions they have in the row alone. Attention is
+    given by the mask and positions by position ids, so the order of tokens in the sequence
+    is free: the tokens whose logits are needed go last, and `logits_to_keep` takes them."""
     import torch
 
     p = len(prefix)
@@ -129,25 +147,65 @@ def tree_logprobs(body, prefix: list[int], batch, device):
     for start, length in spans:
         allowed[start:start + length, :p] = True
         allowed[start:start + length, start:start + length] = torch.ones((length, length), dtype=torch.bool).tril()
-    dtype = next(body.parameters()).dtype
-    # An additive float mask: what eager and SDPA attention both add to their scores as given.
-    mask = torch.zeros((1, 1, n, n), dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
     # Row position q (counted in the whole row) sits at start + q - p of the sequence.
     flat = [start + (len(row.ids) - 1 - d) - p for row, (start, _) in zip(batch, spans) for d, _, _ in row.targets]
     keep = sorted(set(flat))
-    logits = body(input_ids=torch.tensor([ids], device=device), attention_mask=mask.to(device),
-                  position_ids=torch.tensor([positions], device=device), use_cache=False,
-                  logits_to_keep=torch.tensor(keep, device=device)).logits[0]
-    where = {q: i for i, q in enumerate(keep)}
-    at = torch.tensor([where[q] for q in flat], device=device)
+    kept = set(keep)
+    order = [i for i in range(n) if i not in kept] + keep
+    where = {q: j for j, q in enumerate(keep)}
+    index = torch.tensor(order)
+    return Tree([ids[i] for i in order], [positions[i] for i in order], allowed[index][:, index], len(keep),
+                [where[q] for q in flat])
+
+
+def tree_logprobs(body, trees: list[Tree], batch, pad_id: int, device):
+    """(log-prob of each target token, its output slot) for the rows of `trees` (`batch`: the
+    rows in tree order), from one forward pass; each tree is a row of the batch, its kept
+    tokens right-aligned and padding in front of them (masked out both ways)."""
+    import torch
+
+    width = max(len(t.ids) for t in trees)
+    keep = max(t.kept for t in trees)
+    ids = torch.full((len(trees), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(trees), width), dtype=torch.long)
+    allowed = torch.zeros((len(trees), 1, width, width), dtype=torch.bool)
+    at = []
+    for b, t in enumerate(trees):
+        head = len(t.ids) - t.kept
+        # Sequence slot of each tree token: its first `head` tokens at the start, the kept ones at the end.
+        slots = torch.cat([torch.arange(head), torch.arange(width - t.kept, width)])
+        ids[b, slots] = torch.tensor(t.ids)
+        positions[b, slots] = torch.tensor(t.positions)
+        allowed[b, 0, slots.unsqueeze(1), slots.unsqueeze(0)] = t.allowed
+        at += [(b, keep - t.kept + j) for j in t.target_at]
+    dtype = next(body.parameters()).dtype
+    # An additive float mask: what eager and SDPA attention both add to their scores as given.
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill(~allowed, torch.finfo(dtype).min)
+    logits = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                  use_cache=False, logits_to_keep=keep).logits[:, -keep:]
+    b_i = torch.tensor([b for b, _ in at], device=device)
+    k_i = torch.tensor([k for _, k in at], device=device)
     tok = torch.tensor([t for row in batch for _, t, _ in row.targets], device=device)
     slot = torch.tensor([o for row in batch for _, _, o in row.targets])
-    picked = torch.log_softmax(logits[at].float(), dim=-1)
+    picked = torch.log_softmax(logits[b_i, k_i].float(), dim=-1)
     return picked.gather(1, tok.unsqueeze(1)).squeeze(1), slot
 
 
+def _forwards(trees: list[tuple[Tree, list[int]]], budget: int) -> list[list[tuple[Tree, list[int]]]]:
+    """Trees in forward passes of at most `budget` tokens, padding included (one tree at least)."""
+    out, current, width = [], [], 0
+    for item in sorted(trees, key=lambda x: len(x[0].ids)):
+        w = max(width, len(item[0].ids))
+        if current and w * (len(current) + 1) > budget:
+            out.append(current)
+            current, w = [], len(item[0].ids)
+        current.append(item)
+        width = w
+    return out + [current] if current else out
+
+
 def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain_logprobs) -> tuple[list[int], dict]:
-    """Score the rows that share a prefix, passing each part's (log-probs, slots) to `add`.
+    """Score the rows that share a prefix, passing each pass's (log-probs, slots) to `add`.
     Returns the rows left for the plain path and what was shared."""
     groups, alone = group_rows(rows)
     total = sum(len(r.ids) for r in rows)
@@ -156,32 +214,36 @@ def score_shared(body, rows, *, pad_id: int, batch_size: int, device, add, plain
     if not groups:
         return list(range(len(rows))), stats
     budget = SUFFIX_TOKENS_PER_ROW * max(1, batch_size)
-    parts = [(g, part) for g in groups for part in _parts(rows, g, budget)]
-    stats["forward_passes"] = len(parts)
-    stats["tokens_encoded"] = sum(len(r.ids) for i, r in enumerate(rows) if i in set(alone)) + sum(
-        g.length + sum(len(rows[i].ids) - g.length for i in part) for g, part in parts)
 
-    def run(group: PrefixGroup, part: list[int]):
-        return tree_logprobs(body, rows[group.rows[0]].ids[:group.length], [rows[i] for i in part], device)
+    def tree(group: PrefixGroup, part: list[int]) -> tuple[Tree, list[int]]:
+        return build_tree(rows[group.rows[0]].ids[:group.length], [rows[i] for i in part]), part
 
-    if not _agrees(run, body, rows, groups[0], pad_id, device, plain_logprobs):
-        stats.update(groups=0, rows_sharing=0, tokens_encoded=total, forward_passes=0, fell_back=True)
+    def run(items: list[tuple[Tree, list[int]]]):
+        return tree_logprobs(body, [t for t, _ in items], [rows[i] for _, part in items for i in part], pad_id, device)
+
+    probe = [tree(g, g.rows[:2 - k]) for k, g in enumerate(groups[:2])]  # 2 rows of one group, 1 of the next
+    if not _agrees(run, probe, body, rows, pad_id, device, plain_logprobs):
+        stats.update(groups=0, rows_sharing=0, forward_passes=0, fell_back=True)
         return list(range(len(rows))), stats
-    for group, part in parts:
-        add(*run(group, part))
+    passes = _forwards([tree(g, part) for g in groups for part in _parts(rows, g, budget)],
+                       FORWARD_TOKENS_PER_ROW * max(1, batch_size))
+    stats["forward_passes"] = len(passes)
+    stats["tokens_encoded"] = sum(len(rows[i].ids) for i in alone) + sum(len(t.ids) for p in passes for t, _ in p)
+    for items in passes:
+        add(*run(items))
     return alone, stats
 
 
-def _agrees(run, body, rows, group: PrefixGroup, pad_id: int, device, plain_logprobs) -> bool:
-    """The group's first two rows, scored together the shared way and one by one the plain
-    way: a model whose attention ignores the mask (an exotic implementation, a wrapper,
-    another transformers version) is caught here instead of skewing the scores."""
+def _agrees(run, probe, body, rows, pad_id: int, device, plain_logprobs) -> bool:
+    """A few rows (two of the first group, one of the second) scored together the shared way
+    and one by one the plain way: a model whose attention ignores the mask (an exotic
+    implementation, a wrapper, another transformers version) is caught here instead of
+    skewing the scores."""
     import torch
 
-    probe = group.rows[:2]
     try:
-        shared, _ = run(group, probe)
+        shared, _ = run(probe)
     except (AttributeError, TypeError, ValueError, RuntimeError, NotImplementedError, IndexError):
         return False
-    plain = torch.cat([plain_logprobs(body, [rows[i]], pad_id, device)[0] for i in probe])
+    plain = torch.cat([plain_logprobs(body, [rows[i]], pad_id, device)[0] for _, part in probe for i in part])
     return shared.shape == plain.shape and bool((shared.float() - plain.float()).abs().max() <= TOLERANCE)
