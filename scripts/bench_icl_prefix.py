@@ -8,11 +8,12 @@ ratio, and whether the scores agree (accuracy and the full confusion matrix).
 Cases (the SST-2 dev sentences bundled in recipes/data, demonstrations drawn from the bundled
 training phrases):
   icl:       8-shot random, 8 demonstration sets (eval.demo_sets), the first 200 dev sentences
-  templates: 3 templates compared, 8-shot random, 4 demonstration sets, the first 100 sentences
+  templates: 3 templates compared, 8-shot random, 4 demonstration sets, the first 48 sentences
+             (cut from 100 to fit the 2-core measurement window of 2026-12-01)
 
 Run it alone on the machine (it is a timing):
   flock -x /tmp/llmtune-cpu.lock python scripts/bench_icl_prefix.py
-About 12 minutes on 2 CPU cores, most of it the plain path.
+About 8 minutes on 2 CPU cores, most of it the plain path.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ TEMPLATES = ["Review: {{ sentence }}\nSentiment:", "{{ sentence }}\nThe sentimen
              "Text: {{ sentence }}\nIs this review positive or negative? Answer:"]
 CASES = {
     "icl": ["--limit", "200", "--set", "eval.shots=8", "--set", "eval.demo_sets=8"],
-    "templates": ["--limit", "100", "--set", "eval.shots=8", "--set", "eval.demo_sets=4",
+    "templates": ["--limit", "48", "--set", "eval.shots=8", "--set", "eval.demo_sets=4",
                   "--set", f"eval.templates={json.dumps(TEMPLATES)}"],
 }
 
