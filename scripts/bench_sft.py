@@ -61,7 +61,7 @@ def cases(mode: str) -> list[dict]:
             {"name": f"llmtune-{method}-same", "tool": "llmtune", "method": method, "group_by_length": False,
              "chunked_loss": False, "vs": [f"hf-{method}"]},
             {"name": f"llmtune-{method}", "tool": "llmtune", "method": method,
-             "vs": [f"hf-{method}-gbl", f"trl-{method}"]},
+             "vs": [f"hf-{method}-gbl", f"hf-{method}", f"trl-{method}"]},
             {"name": f"llmtune-{method}-packed", "tool": "llmtune", "method": method, "packing": True,
              "vs": [f"hf-{method}-gbl", f"trl-{method}-packed"]},
             {"name": f"trl-{method}", "tool": "trl", "method": method},
