@@ -76,7 +76,7 @@ def cases(mode: str) -> list[dict]:
             {"name": f"llmtune-{method}-compile", "tool": "llmtune", "method": method, "compile": True,
              "ablation": True, "vs": [f"llmtune-{method}"]},
             {"name": f"llmtune-{method}-fastdrop", "tool": "llmtune", "method": method, "fast_dropout": True,
-             "ablation": True, "vs": [f"llmtune-{method}"]},
+             "ablation": True, "vs": [f"llmtune-{method}", f"hf-{method}-gbl"]},
             {"name": f"llmtune-{method}-torchdrop", "tool": "llmtune", "method": method, "fast_dropout": False,
              "ablation": True, "vs": [f"llmtune-{method}"]},
         ]
