@@ -61,13 +61,27 @@ def cases(mode: str) -> list[dict]:
             {"name": f"llmtune-{method}-same", "tool": "llmtune", "method": method, "group_by_length": False,
              "chunked_loss": False, "vs": [f"hf-{method}"]},
             {"name": f"llmtune-{method}", "tool": "llmtune", "method": method,
-             "vs": [f"hf-{method}-gbl", f"trl-{method}"]},
+             "vs": [f"hf-{method}-gbl", f"hf-{method}", f"trl-{method}"]},
             {"name": f"llmtune-{method}-packed", "tool": "llmtune", "method": method, "packing": True,
              "vs": [f"hf-{method}-gbl", f"trl-{method}-packed"]},
             {"name": f"trl-{method}", "tool": "trl", "method": method},
             {"name": f"trl-{method}-packed", "tool": "trl", "method": method, "packing": True},
+            # One switch each against llmtune's defaults (docs/performance.md's switch table).
+            {"name": f"llmtune-{method}-nochunk", "tool": "llmtune", "method": method, "chunked_loss": False,
+             "ablation": True, "vs": [f"llmtune-{method}"]},
+            {"name": f"llmtune-{method}-nogroup", "tool": "llmtune", "method": method, "group_by_length": False,
+             "ablation": True, "vs": [f"llmtune-{method}"]},
+            {"name": f"llmtune-{method}-gc", "tool": "llmtune", "method": method, "gc": True,
+             "ablation": True, "vs": [f"llmtune-{method}"]},
+            {"name": f"llmtune-{method}-compile", "tool": "llmtune", "method": method, "compile": True,
+             "ablation": True, "vs": [f"llmtune-{method}"]},
+            {"name": f"llmtune-{method}-fastdrop", "tool": "llmtune", "method": method, "fast_dropout": True,
+             "ablation": True, "vs": [f"llmtune-{method}", f"hf-{method}-gbl"]},
+            {"name": f"llmtune-{method}-torchdrop", "tool": "llmtune", "method": method, "fast_dropout": False,
+             "ablation": True, "vs": [f"llmtune-{method}"]},
         ]
-    if mode == "gpu":
+    if mode == "gpu":  # the single-switch cases are CPU ones, run only when --cases names them
+        c = [case for case in c if not case.get("ablation")]
         for case in c:
             if case["tool"] == "llmtune":
                 case["compile"] = True
@@ -151,7 +165,7 @@ def encoded(spec: dict) -> list[dict]:
 
 def llmtune_recipe(spec: dict, case: dict) -> dict:
     method = {"name": "full"} if case["method"] == "full" else {"name": "lora", **LORA, "target_modules": "all-linear"}
-    return {
+    recipe = {
         "model": {"name": spec["model"]},
         "data": {"task": "sft", "train": spec["data"], "eval_fraction": 0.0, "max_length": spec["max_length"]},
         "method": method,
@@ -162,6 +176,9 @@ def llmtune_recipe(spec: dict, case: dict) -> dict:
                   "precision": "bf16" if spec["gpu"] else "fp32"},
         "eval": {"generate": False},
     }
+    if "fast_dropout" in case:  # otherwise llmtune's default
+        recipe["train"]["fast_dropout"] = case["fast_dropout"]
+    return recipe
 
 
 def worker_llmtune(spec: dict, case: dict) -> dict:
@@ -331,8 +348,13 @@ def main(argv=None) -> None:
             "max_length": args.max_length, "gpu": gpu, "threads": args.threads}
     chosen = cases(args.mode)
     if args.cases:
-        wanted = set(args.cases.split(","))
+        wanted = args.cases.split(",")
+        unknown = sorted(set(wanted) - {c["name"] for c in chosen})
+        if unknown:
+            raise SystemExit(f"--cases: no such case in --mode {args.mode}: {', '.join(unknown)}")
         chosen = [c for c in chosen if c["name"] in wanted]
+    else:
+        chosen = [c for c in chosen if not c.get("ablation")]
     spec["cases"] = chosen
     spec_path = work / "spec.json"
     spec_path.write_text(json.dumps(spec))
@@ -346,7 +368,8 @@ def main(argv=None) -> None:
     rows = [(c["name"], summarise(runs[c["name"]])) for c in chosen]
     header = (f"SFT {args.mode}: shape {args.shape}, data {args.data}, batch {args.batch_size}, max_length "
               f"{args.max_length}, {args.steps} steps ({args.warmup} warm-up), median of {args.repeats}; {machine()}")
-    md = header + "\n\n" + table(rows, [(c["name"], ref) for c in chosen for ref in c.get("vs", [])])
+    names = {c["name"] for c in chosen}
+    md = header + "\n\n" + table(rows, [(c["name"], ref) for c in chosen for ref in c.get("vs", []) if ref in names])
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps({"header": header, "cases": dict(rows), "runs": runs},

@@ -4,7 +4,7 @@ Each packed row keeps its examples apart: `position_ids` restart at 0 at every e
 (transformers reads the restarts as document boundaries and keeps attention inside each
 document), and the first label of every example after the first is IGNORE, so no example
 is scored on predicting the next one's first token. The loss over a packed row is therefore
-the sum of the losses of the rows it holds (tests/test_packing.py checks it to tolerance).
+the sum of the losses of the rows it holds (tests/test_loss_paths.py checks it, and the gradient, to tolerance).
 
 Packing is done once per run, best-fit decreasing (the fewest rows, deterministic), before
 the epochs shuffle the packed rows: data order stays a pure function of (seed, epoch).
