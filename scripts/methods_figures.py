@@ -157,6 +157,12 @@ def draw_figures(docs: dict, result: dict, folder: Path) -> list[str]:
     return written
 
 
+def _plain_ticks(ax, values) -> None:
+    """The measured values as ticks on a log axis (not 2 x 10^0)."""
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.minorticks_off()
+
+
 def _q1(q1: dict, path: Path) -> str:
     fig, (acc, secs) = _figure(2)
     for method, style in (("prefix", {"color": "tab:blue"}), ("soft-prompt", {"color": "tab:orange"})):
@@ -166,7 +172,9 @@ def _q1(q1: dict, path: Path) -> str:
         secs.plot([v for v, _ in kept], [p["train_seconds"] for _, p in kept], marker="o", label=method, **style)
     acc.set(xlabel="virtual tokens", ylabel="accuracy (%)", xscale="log", title="SST-2 dev accuracy")
     secs.set(xlabel="virtual tokens", ylabel="train seconds", xscale="log", title="training time")
+    ticks = sorted({v for method in ("prefix", "soft-prompt") for v in q1[method]})
     for ax in (acc, secs):
+        _plain_ticks(ax, ticks)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=DPI)
@@ -210,7 +218,34 @@ def _q3(q3: dict, path: Path) -> str:
     acc.set(xlabel="LoRA rank", ylabel="accuracy (%)", xscale="log", title="SST-2 dev accuracy")
     mem.set(xlabel="LoRA rank", ylabel="peak memory (MB)", xscale="log", title="peak memory")
     for ax in (acc, mem):
+        _plain_ticks(ax, ranks)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=DPI)
     return str(path)
+
+
+# --- compact tables for the docs ---------------------------------------------------------
+
+def doc_table(doc: dict) -> str:
+    """The columns docs/methods.md quotes from one `llmtune compare` JSON document (the full
+    table, with every differing hyperparameter, is OUT/<group>/table.md)."""
+    from llmtune.report.render import fmt_bytes, fmt_count, fmt_delta, fmt_percent, fmt_score, fmt_stat
+
+    metric = doc["metric"]
+    head = ["row", "method", "seeds", "trainable", "% of model", "artifact", "train s", "peak MB", "s/query",
+            f"{metric} %", f"Δ vs {doc['baseline']}", "pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for row in doc["rows"]:
+        if not row["ranked"]:
+            lines.append(f"| {row['name']} | {row['method']} | – | {row['status']}: {row.get('error') or ''} |")
+            continue
+        spq = row["seconds_per_query"]
+        cells = [row["name"], row["method"], ",".join(map(str, row["seeds"])), fmt_count(row["trainable_parameters"]),
+                 fmt_percent(row["trainable_percent"]), fmt_bytes(row["artifact_bytes"]),
+                 fmt_stat(row["train_seconds"], 1), fmt_stat(row["peak_memory_mb"]),
+                 "–" if spq["mean"] is None else f"{spq['mean']:.3f}", fmt_score(row["metric"], metric),
+                 "baseline" if row["name"] == doc["baseline"] else fmt_delta(row["delta"], metric),
+                 ", ".join(row["pareto"]) or "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
