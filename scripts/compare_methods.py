@@ -51,7 +51,7 @@ RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_methods import machine  # noqa: E402  (same machine description as the method benchmark)
-from methods_figures import analysis, doc_table, draw_figures  # noqa: E402
+from methods_figures import analysis, doc_table, draw_figures, q2_tables  # noqa: E402
 
 SMOLLM2 = "smollm2-135m"
 
@@ -263,7 +263,9 @@ def main(argv=None) -> int:
     (out / "tables.md").write_text("".join(f"## {name}\n\n{(out / name / 'table.md').read_text()}\n"
                                            for name in ("q1", "q3", "q2", "agnews", "sst2") if name in docs))
     (out / "doc_tables.md").write_text("".join(f"## {name}\n\n{doc_table(docs[name])}\n"
-                                               for name in ("q1", "q3", "q2", "agnews") if name in docs))
+                                               for name in ("q1", "q3", "q2", "agnews") if name in docs)
+                                       + (f"## q2 by n\n\n{q2_tables(summary['analysis']['q2'])}"
+                                          if "q2" in summary["analysis"] else ""))
     figures = draw_figures(docs, summary["analysis"], args.figures)
     for name, source in (("q3_metric_vs_params", "q3/metric_vs_params.png"), ("q3_peak_memory", "q3/peak_memory.png"),
                          ("q1_metric_vs_params", "q1/metric_vs_params.png"),

@@ -249,3 +249,49 @@ def doc_table(doc: dict) -> str:
                  ", ".join(row["pareto"]) or "–"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _pct(p: dict | None) -> str:
+    if not p:
+        return "–"
+    spread = "" if p["spread"] is None else f" ± {100 * p['spread']:.1f}"
+    return f"{100 * p['mean']:.1f}{spread}"
+
+
+def _n(x) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def _by_int(d: dict) -> dict:
+    """Keys as ints again (summary.json read back has them as strings)."""
+    return {int(k): v for k, v in d.items()}
+
+
+def q2_tables(q2: dict) -> str:
+    """Question 2 for the docs: accuracy by labelled examples, the crossovers, the costs."""
+    q2 = {**q2, "icl": _by_int(q2["icl"]), "curves": {m: _by_int(c) for m, c in q2["curves"].items()},
+          "cost": {m: _by_int(c) for m, c in q2.get("cost", {}).items()}}
+    methods = [m for m in ("probe", "lora", "full", "smollm2-lora") if m in q2["curves"]]
+    sizes = sorted(q2["icl"])
+    head = ["labelled examples n", "in-context (SmolLM2)", *methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for n in sizes:
+        lines.append(f"| {n:,} | {_pct(q2['icl'].get(n))} | "
+                     + " | ".join(_pct(q2["curves"][m].get(n)) for m in methods) + " |")
+    out = "\n".join(lines) + "\n"
+    if "crossover" in q2:
+        lines = ["", "| finetuned method | crossover n (means) | range (± one spread) | first n with a lead "
+                 "beyond the spread |", "| --- | --- | --- | --- |"]
+        for m in methods:
+            c = q2["crossover"][m]
+            lines.append(f"| {m} | {_n(c['estimate'])} | {_n(c['earliest'])} to {_n(c['latest'])} | "
+                         f"{_n(c['first_clear_lead_at'])} |")
+        lines += ["", "| n | method | train s (once) | finetuned s/query | in-context s/query | break-even queries |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for m in methods:
+            for n, c in q2["cost"][m].items():
+                f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+                lines.append(f"| {int(n):,} | {m} | {c['train_seconds']:.1f} | {f(c['finetuned_s_per_query'])} | "
+                             f"{f(c['prompted_s_per_query'])} | {_n(c['break_even_queries'])} |")
+        out += "\n".join(lines) + "\n"
+    return out
