@@ -28,7 +28,7 @@ def spread(row: dict, n_eval: int | None) -> float | None:
     """The seed std, or for a row without one (a single or deterministic run, or seeds that
     agree exactly) the binomial standard error of its accuracy."""
     m = row["metric"]
-    if m["std"]:
+    if m["std"] and m["std"] > 1e-9:  # identical seeds give a std of ~1e-16, not always 0
         return m["std"]
     if m["mean"] is None or not n_eval:
         return m["std"]
