@@ -1,21 +1,22 @@
 """Regenerate the comparison in docs/methods.md: every number and figure comes from
 `llmtune compare` (its JSON output and plots), three seeds, settings stated below.
 
-Machine of the documented run: see docs/methods.md (2 CPU cores, AMD EPYC, torch CPU);
-the whole script is sized to finish in under 60 minutes there (each group's time is printed
-and saved in OUT/summary.json). Take the CPU for yourself while it runs:
+Machine of the documented run: see docs/methods.md (2 CPU cores, AMD EPYC, torch CPU). The
+defaults are sized for a 45-minute exclusive slot there (about 35 minutes estimated from
+earlier single runs; the measured time of each group is printed as it ends and saved in
+OUT/seconds.json and OUT/summary.json). Take the CPU for yourself while it runs:
 
-    flock -x /tmp/llmtune-cpu.lock .venv/bin/python scripts/compare_methods.py
-    .venv/bin/python scripts/compare_methods.py --tiny --out /tmp/cm     # a few minutes: checks the script
+    flock -x /tmp/llmtune-cpu.lock .venv/bin/python scripts/compare_methods.py --threads 2
+    .venv/bin/python scripts/compare_methods.py --tiny --out /tmp/cm     # checks the script (minutes)
 
 Groups (each one `llmtune compare --recipes ...` over recipe variants written to OUT/recipes/,
 run directories under OUT/<group>/runs/; rerunning reuses every finished run):
 
-- sst2: MiniLM on SST-2, the first --rows bundled training phrases, 1 epoch, batch 32,
-  max_length 64, accuracy on the 872 GLUE dev sentences. Prefix tuning and soft prompts with
+- sst2: MiniLM on SST-2, the first --rows (1,000) bundled training phrases, 1 epoch (32 steps),
+  batch 32, max_length 64, accuracy on the 872 GLUE dev sentences. Prefix tuning and soft prompts with
   5/20/50 virtual tokens (question 1), LoRA ranks 1/4/16/64 (alpha = 2 x rank) and full
   finetuning (question 3). Learning rates and other options: the shipped recipes/sst2-*.yaml.
-- efficiency (question 2): accuracy on the first --q2-eval dev sentences against the number of
+- efficiency (question 2): accuracy on the first --q2-eval (200) dev sentences against the number of
   labelled examples n (the first n bundled training phrases, a random sample). Linear probe,
   LoRA r16 and full finetuning on MiniLM train for at least --min-steps optimizer steps (batch
   min(32, n), epochs max(1, min_steps x batch / n)), so small n is not starved of updates. In-
@@ -24,12 +25,12 @@ run directories under OUT/<group>/runs/; rerunning reuses every finished run):
   embeddings; llmtune wants one pool row to spare); n = 0 is zero-shot. Nearest-neighbour prompting has no randomness, so it runs with seed 0
   only and its uncertainty is the binomial standard error of the eval set.
 - agnews: MiniLM on AG News (4 classes; recipes/data/agnews_*.tsv): full, LoRA r16, prefix 20
-  and the linear probe on the first --agnews-rows training descriptions, accuracy on 1,000 test
-  descriptions (250 per class). (Soft prompts, the slowest per token on these ~45-token texts,
-  are left to the SST-2 group to keep the whole script under an hour.)
+  and the linear probe on the first --agnews-rows (800) training descriptions, accuracy on the
+  first --agnews-eval (500) of the 1,000 bundled test descriptions (106-145 per class). (Soft prompts, the slowest per token on these ~45-token texts,
+  are left to the SST-2 group to keep the whole script inside its slot.)
 
 Outputs: OUT/<group or question>/table.{md,csv,json} and compare's plots, OUT/summary.json,
-OUT/tables.md (the tables for the docs), and the figures under --figures (docs/figures/methods).
+OUT/tables.md (compare's full tables), OUT/doc_tables.md (the columns the docs quote), and the figures under --figures (docs/figures/methods).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ RECIPES = ROOT / "recipes"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_methods import machine  # noqa: E402  (same machine description as the method benchmark)
-from methods_figures import analysis, draw_figures  # noqa: E402
+from methods_figures import analysis, doc_table, draw_figures, q2_tables  # noqa: E402
 
 SMOLLM2 = "smollm2-135m"
 
@@ -60,16 +61,16 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "compare-methods")
     p.add_argument("--figures", type=Path, default=ROOT / "docs" / "figures" / "methods")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--rows", type=int, default=2000, help="SST-2 training rows for questions 1 and 3")
+    p.add_argument("--rows", type=int, default=1000, help="SST-2 training rows for questions 1 and 3")
     p.add_argument("--sst2-eval", type=int, default=None, help="dev sentences scored in the sst2 group (all 872)")
     p.add_argument("--virtual-tokens", default="5,20,50")
     p.add_argument("--ranks", default="1,4,16,64")
     p.add_argument("--sizes", default="8,32,128,512,2000", help="labelled examples n for question 2 (0 is added)")
-    p.add_argument("--q2-eval", type=int, default=300, help="dev sentences scored in question 2")
+    p.add_argument("--q2-eval", type=int, default=200, help="dev sentences scored in question 2")
     p.add_argument("--min-steps", type=int, default=32)
     p.add_argument("--shots", type=int, default=4, help="most demonstrations per prompt")
-    p.add_argument("--agnews-rows", type=int, default=1000)
-    p.add_argument("--agnews-eval", type=int, default=None, help="AG News test rows scored (all 1,000)")
+    p.add_argument("--agnews-rows", type=int, default=800)
+    p.add_argument("--agnews-eval", type=int, default=500, help="AG News test rows scored (the first 500 of 1,000)")
     p.add_argument("--smollm2", choices=("auto", "on", "off"), default="auto",
                    help="in-context learning on SmolLM2 (auto: when the built-in exists)")
     p.add_argument("--smollm2-model", default=SMOLLM2, help="model.name for the SmolLM2 rows")
@@ -129,9 +130,10 @@ def variant(base: Path, stem: str, edits: dict, folder: Path) -> Path:
 
 
 def shared(rows: int | None, eval_limit: int | None, max_length: int, batch: int = 32, epochs: float = 1) -> dict:
+    # log_every 4: the recipes' 50 is longer than these runs, and the learning curves need points.
     return {"data.train.limit": rows, "data.max_length": max_length, "train.epochs": epochs,
             "train.batch_size": batch, "train.max_steps": None, "train.save_every": None,
-            "train.eval_every": None, "eval.limit": eval_limit}
+            "train.eval_every": None, "train.log_every": 4, "eval.limit": eval_limit}
 
 
 def sst2_recipes(args, folder: Path) -> dict[str, list[Path]]:
@@ -221,6 +223,11 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         docs[name] = fn()
         seconds[name] = time.perf_counter() - t
+        # Written as each group ends, so a run stopped at a deadline still says how long
+        # every finished group took (a rerun that reuses the runs would time only the reuse).
+        (out / "seconds.json").write_text(json.dumps(seconds, indent=2) + "\n")
+        print(f"[compare_methods] {time.strftime('%H:%M:%S')} {name} done in {seconds[name] / 60:.1f} min "
+              f"({(time.perf_counter() - started) / 60:.1f} min so far)", file=sys.stderr, flush=True)
 
     if "sst2" in groups:
         sst2 = sst2_recipes(args, folder)
@@ -255,6 +262,10 @@ def main(argv=None) -> int:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "tables.md").write_text("".join(f"## {name}\n\n{(out / name / 'table.md').read_text()}\n"
                                            for name in ("q1", "q3", "q2", "agnews", "sst2") if name in docs))
+    (out / "doc_tables.md").write_text("".join(f"## {name}\n\n{doc_table(docs[name])}\n"
+                                               for name in ("q1", "q3", "q2", "agnews") if name in docs)
+                                       + (f"## q2 by n\n\n{q2_tables(summary['analysis']['q2'])}"
+                                          if "q2" in summary["analysis"] else ""))
     figures = draw_figures(docs, summary["analysis"], args.figures)
     for name, source in (("q3_metric_vs_params", "q3/metric_vs_params.png"), ("q3_peak_memory", "q3/peak_memory.png"),
                          ("q1_metric_vs_params", "q1/metric_vs_params.png"),

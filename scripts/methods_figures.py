@@ -28,7 +28,7 @@ def spread(row: dict, n_eval: int | None) -> float | None:
     """The seed std, or for a row without one (a single or deterministic run, or seeds that
     agree exactly) the binomial standard error of its accuracy."""
     m = row["metric"]
-    if m["std"]:
+    if m["std"] and m["std"] > 1e-9:  # identical seeds give a std of ~1e-16, not always 0
         return m["std"]
     if m["mean"] is None or not n_eval:
         return m["std"]
@@ -157,6 +157,12 @@ def draw_figures(docs: dict, result: dict, folder: Path) -> list[str]:
     return written
 
 
+def _plain_ticks(ax, values) -> None:
+    """The measured values as ticks on a log axis (not 2 x 10^0)."""
+    ax.set_xticks(values, [str(v) for v in values])
+    ax.minorticks_off()
+
+
 def _q1(q1: dict, path: Path) -> str:
     fig, (acc, secs) = _figure(2)
     for method, style in (("prefix", {"color": "tab:blue"}), ("soft-prompt", {"color": "tab:orange"})):
@@ -166,7 +172,9 @@ def _q1(q1: dict, path: Path) -> str:
         secs.plot([v for v, _ in kept], [p["train_seconds"] for _, p in kept], marker="o", label=method, **style)
     acc.set(xlabel="virtual tokens", ylabel="accuracy (%)", xscale="log", title="SST-2 dev accuracy")
     secs.set(xlabel="virtual tokens", ylabel="train seconds", xscale="log", title="training time")
+    ticks = sorted({v for method in ("prefix", "soft-prompt") for v in q1[method]})
     for ax in (acc, secs):
+        _plain_ticks(ax, ticks)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=DPI)
@@ -210,7 +218,80 @@ def _q3(q3: dict, path: Path) -> str:
     acc.set(xlabel="LoRA rank", ylabel="accuracy (%)", xscale="log", title="SST-2 dev accuracy")
     mem.set(xlabel="LoRA rank", ylabel="peak memory (MB)", xscale="log", title="peak memory")
     for ax in (acc, mem):
+        _plain_ticks(ax, ranks)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.savefig(path, dpi=DPI)
     return str(path)
+
+
+# --- compact tables for the docs ---------------------------------------------------------
+
+def doc_table(doc: dict) -> str:
+    """The columns docs/methods.md quotes from one `llmtune compare` JSON document (the full
+    table, with every differing hyperparameter, is OUT/<group>/table.md)."""
+    from llmtune.report.render import fmt_bytes, fmt_count, fmt_delta, fmt_percent, fmt_score, fmt_stat
+
+    metric = doc["metric"]
+    head = ["row", "method", "seeds", "trainable", "% of model", "artifact", "train s", "peak MB", "s/query",
+            f"{metric} %", f"Δ vs {doc['baseline']}", "pareto"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for row in doc["rows"]:
+        if not row["ranked"]:
+            lines.append(f"| {row['name']} | {row['method']} | – | {row['status']}: {row.get('error') or ''} |")
+            continue
+        spq = row["seconds_per_query"]
+        cells = [row["name"], row["method"], ",".join(map(str, row["seeds"])), fmt_count(row["trainable_parameters"]),
+                 fmt_percent(row["trainable_percent"]), fmt_bytes(row["artifact_bytes"]),
+                 fmt_stat(row["train_seconds"], 1), fmt_stat(row["peak_memory_mb"]),
+                 "–" if spq["mean"] is None else f"{spq['mean']:.3f}", fmt_score(row["metric"], metric),
+                 "baseline" if row["name"] == doc["baseline"] else fmt_delta(row["delta"], metric),
+                 ", ".join(row["pareto"]) or "–"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pct(p: dict | None) -> str:
+    if not p:
+        return "–"
+    spread = "" if p["spread"] is None else f" ± {100 * p['spread']:.1f}"
+    return f"{100 * p['mean']:.1f}{spread}"
+
+
+def _n(x) -> str:
+    return "–" if x is None else f"{x:,.0f}"
+
+
+def _by_int(d: dict) -> dict:
+    """Keys as ints again (summary.json read back has them as strings)."""
+    return {int(k): v for k, v in d.items()}
+
+
+def q2_tables(q2: dict) -> str:
+    """Question 2 for the docs: accuracy by labelled examples, the crossovers, the costs."""
+    q2 = {**q2, "icl": _by_int(q2["icl"]), "curves": {m: _by_int(c) for m, c in q2["curves"].items()},
+          "cost": {m: _by_int(c) for m, c in q2.get("cost", {}).items()}}
+    methods = [m for m in ("probe", "lora", "full", "smollm2-lora") if m in q2["curves"]]
+    sizes = sorted(q2["icl"])
+    head = ["labelled examples n", "in-context (SmolLM2)", *methods]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for n in sizes:
+        lines.append(f"| {n:,} | {_pct(q2['icl'].get(n))} | "
+                     + " | ".join(_pct(q2["curves"][m].get(n)) for m in methods) + " |")
+    out = "\n".join(lines) + "\n"
+    if "crossover" in q2:
+        lines = ["", "| finetuned method | crossover n (means) | range (± one spread) | first n with a lead "
+                 "beyond the spread |", "| --- | --- | --- | --- |"]
+        for m in methods:
+            c = q2["crossover"][m]
+            lines.append(f"| {m} | {_n(c['estimate'])} | {_n(c['earliest'])} to {_n(c['latest'])} | "
+                         f"{_n(c['first_clear_lead_at'])} |")
+        lines += ["", "| n | method | train s (once) | finetuned s/query | in-context s/query | break-even queries |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for m in methods:
+            for n, c in q2["cost"][m].items():
+                f = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+                lines.append(f"| {int(n):,} | {m} | {c['train_seconds']:.1f} | {f(c['finetuned_s_per_query'])} | "
+                             f"{f(c['prompted_s_per_query'])} | {_n(c['break_even_queries'])} |")
+        out += "\n".join(lines) + "\n"
+    return out
