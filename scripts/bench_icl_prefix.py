@@ -18,12 +18,13 @@ About 12 minutes on 2 CPU cores, most of it the plain path.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPE = ROOT / "recipes" / "smollm2-icl-sst2.yaml"
@@ -34,21 +35,6 @@ CASES = {
     "templates": ["--limit", "100", "--set", "eval.shots=8", "--set", "eval.demo_sets=4",
                   "--set", f"eval.templates={json.dumps(TEMPLATES)}"],
 }
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), " \
-           f"Python {platform.python_version()}"
 
 
 def run_eval(args: list[str], share: bool) -> tuple[dict, float]:
@@ -63,7 +49,9 @@ def run_eval(args: list[str], share: bool) -> tuple[dict, float]:
 
 
 def main() -> None:
-    print(f"machine: {machine()}")
+    import torch
+
+    print(f"machine: {machine()}, torch {torch.__version__}")
     print("| case | path | accuracy | prompt s | process s |\n| --- | --- | --- | --- | --- |")
     ratios = {}
     for name, args in CASES.items():
