@@ -18,7 +18,8 @@ on SmolLM2 trains at roughly 80 tokens/s; on a GPU, use the full sets and more s
   classify  SST-2: LoRA + a last-token head on the first 512 bundled training phrases,
             scored on the 872 dev sentences
   dpo       LLaMA-Factory DPO demo (300 pairs): 60 held out (20%, seeded), DPO + LoRA on 32
-            of the other pairs, 1 epoch; held-out preference accuracy and margin
+            of the other pairs, 1 epoch at lr 5e-5; held-out preference accuracy and margin
+  dpo_high_lr  the same at lr 5e-4 (both reported)
   rlhf      HH-RLHF harmless test split, short transcripts: a LoRA reward model on 64 pairs,
             scored on 100 held-out pairs; then RLOO + LoRA guided by it on 64 prompts (6 steps),
             mean reward of sampled replies to 16 held-out prompts before and after, with samples
@@ -142,19 +143,26 @@ def classify(r: Runner) -> None:
               "--set", "data.train.limit=512")
 
 
-def dpo(r: Runner) -> None:
+def dpo(r: Runner, lr: float = 5.0e-5, key: str = "dpo") -> None:
     rows = json.loads((r.data / "llamafactory_dpo" / "dpo_en_demo.json").read_text())
     held, rest = held_out(rows, 0.20)
-    recipe = r.recipe("dpo", {
+    recipe = r.recipe(key, {
         "model": {"name": "smollm2-135m"},
         "data": {"task": "preference", "train": str(r.write("dpo_train.json", rest[:32])),
                  "eval": str(r.write("dpo_heldout.json", held)), "max_length": 256,
                  "columns": {"prompt": "conversations"}},
         "method": {"name": "dpo", "beta": 0.1, "peft": {"r": 16, "alpha": 32, "target_modules": "all-linear"}},
-        "train": {"epochs": 1, "batch_size": 4, "lr": 5.0e-5, "log_every": 4, "seed": 0},
+        "train": {"epochs": 1, "batch_size": 4, "lr": lr, "log_every": 4, "seed": 0},
         "eval": {"batch_size": 8}})
-    r.llmtune("dpo/before", "eval", recipe)
-    r.train("dpo", recipe, r.work / "dpo")
+    if key == "dpo":  # the before row is the same model for every learning rate
+        r.llmtune("dpo/before", "eval", recipe)
+    r.train(key, recipe, r.work / key)
+
+
+def dpo_high_lr(r: Runner) -> None:
+    """The same 32 pairs at 10x the learning rate: 4 steps at 5e-5 left the held-out
+    implicit rewards where they started. Both rows are reported; nothing is picked on them."""
+    dpo(r, lr=5.0e-4, key="dpo-lr5e-4")
 
 
 def rlhf(r: Runner) -> None:
@@ -168,7 +176,9 @@ def rlhf(r: Runner) -> None:
     reward = r.recipe("reward", {
         "model": {"name": "smollm2-135m"},
         "data": {"task": "preference", "train": str(r.write("hh_reward_train.jsonl", rest[:64], jsonl=True)),
-                 "eval": str(r.write("hh_heldout.jsonl", held[:100], jsonl=True)), "max_length": 192},
+                 "eval": str(r.write("hh_heldout.jsonl", held[:100], jsonl=True)), "max_length": 192,
+                 # some HH transcripts end in an empty assistant turn: dropped (and counted)
+                 "empty_rows": "drop"},
         "method": {"name": "reward", "peft": lora},
         "train": {"epochs": 1, "batch_size": 8, "lr": 2.0e-4, "log_every": 5, "seed": 0},
         "eval": {"batch_size": 16}})
@@ -176,16 +186,21 @@ def rlhf(r: Runner) -> None:
     rl = r.recipe("rl", {
         "model": {"name": "smollm2-135m"},
         "data": {"task": "prompts", "train": str(r.write("hh_rl_train.jsonl", rest[64:128], jsonl=True)),
-                 "eval": str(r.write("hh_rl_heldout.jsonl", held[100:116], jsonl=True)), "max_length": 192},
+                 "eval": str(r.write("hh_rl_heldout.jsonl", held[100:116], jsonl=True)), "max_length": 192,
+                 "empty_rows": "drop"},
         "method": {"name": "rl", "algorithm": "rloo", "reward_model": str(r.work / "reward"),
                    "num_generations": 4, "max_completion_length": 32, "beta": 0.05, "peft": lora},
         "train": {"max_steps": 6, "batch_size": 8, "lr": 1.0e-4, "log_every": 2, "seed": 0},
         "eval": {"batch_size": 16}})
     r.llmtune("rl/before", "eval", rl)
     r.train("rl", rl, r.work / "rl")
+    # The train's own final eval is trl's (its sampling settings, no samples kept): score the
+    # trained run with the same `llmtune eval` as the before row.
+    r.llmtune("rl/after", "eval", r.work / "rl")
 
 
-SECTIONS = {"icl": icl, "sft": sft, "sft_after": sft_after, "classify": classify, "dpo": dpo, "rlhf": rlhf}
+SECTIONS = {"icl": icl, "sft": sft, "sft_after": sft_after, "classify": classify, "dpo": dpo,
+            "dpo_high_lr": dpo_high_lr, "rlhf": rlhf}
 
 
 # ---- the markdown ---------------------------------------------------------------------------
@@ -232,8 +247,11 @@ def render(res: dict) -> str:
     if "dpo/before" in res:
         out += ["| DPO, LLaMA-Factory demo (60 held-out pairs) | preference accuracy | margin | chosen reward "
                 "| rejected reward |", "| --- | --- | --- | --- | --- |"]
-        for when in ("before", "after"):
-            d = res.get(f"dpo/{when}") or {}
+        for key, when in (("dpo/before", "before"), ("dpo/after", "after, lr 5e-5"),
+                          ("dpo-lr5e-4/after", "after, lr 5e-4")):
+            d = res.get(key)
+            if d is None:
+                continue
             out.append(f"| {when} | {_pct(d.get('rewards/accuracies'))} | {_num(d.get('rewards/margins'))} | "
                        f"{_num(d.get('rewards/chosen'))} | {_num(d.get('rewards/rejected'))} |")
         out.append("")
