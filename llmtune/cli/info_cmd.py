@@ -30,9 +30,10 @@ def schema(markdown: bool = typer.Option(False, "--markdown", help="Print the re
         return
     import json
 
+    from llmtune.recipe.field_docs import describe_json_schema
     from llmtune.recipe.schema import Recipe
 
-    typer.echo(json.dumps(Recipe.model_json_schema(), indent=2))
+    typer.echo(json.dumps(describe_json_schema(Recipe.model_json_schema(), Recipe), indent=2))
 
 
 def register(app: typer.Typer) -> None:

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict
 class MethodConfig(BaseModel):
     """Base of every method's options. Subclasses add `name: Literal['<method>']`."""
 
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     def resolve_paths(self, base_dir: Path) -> "MethodConfig":
         """The same options with any path made absolute against the recipe's folder; called

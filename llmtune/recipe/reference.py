@@ -11,6 +11,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from llmtune.recipe import schema as s
+from llmtune.recipe.field_docs import field_docs
 
 SECTIONS = [("model", s.ModelSection), ("data", s.DataSection), ("data.train / data.eval", s.DataSource),
             ("data.columns", s.Columns), ("train", s.TrainSection), ("eval", s.EvalSection),
@@ -46,10 +47,11 @@ def _default(field) -> str:
 
 def _table(model: type[BaseModel], skip=("name",)) -> list[str]:
     rows = ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    docs = field_docs(model)
     for key, field in model.model_fields.items():
         if key in skip and model.__module__.startswith("llmtune.methods"):
             continue
-        doc = " ".join((field.description or "").split()).replace("|", "\\|")
+        doc = " ".join(docs.get(key, "").split()).replace("|", "\\|")
         rows.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {doc} |")
     return rows
 
