@@ -51,6 +51,10 @@ def test_schema_is_json_schema(cli):
     doc = json.loads(res.out)
     assert set(doc["properties"]) >= {"model", "data", "method", "train", "eval", "output"}
     assert "lora" in json.dumps(doc)
+    # Field docstrings become descriptions (for editors), method options included.
+    assert doc["$defs"]["ModelSection"]["properties"]["name"]["description"].startswith("A built-in name")
+    assert doc["$defs"]["LoraConfig"]["properties"]["r"]["description"]
+    assert doc["properties"]["method"]["description"].startswith("How the model is finetuned")
 
 
 def test_bad_flag_exits_2(cli):

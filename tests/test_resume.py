@@ -103,6 +103,14 @@ def sft_recipe(tmp_path: Path) -> dict:
     }
 
 
+def fast_dropout_recipe(tmp_path: Path) -> dict:
+    """The LoRA run with train.fast_dropout: its masks come from the same torch generator, so
+    a resumed run must replay them exactly too."""
+    recipe = sft_recipe(tmp_path)
+    recipe["train"]["fast_dropout"] = True
+    return recipe
+
+
 KILL_SEED_ENV = "LLMTUNE_KILL_SEED"
 
 
@@ -129,7 +137,8 @@ def test_kill_step_is_seeded_printed_and_replayable(monkeypatch, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("make_recipe", [classification_recipe, sft_recipe], ids=["full-bert", "lora-llama"])
+@pytest.mark.parametrize("make_recipe", [classification_recipe, sft_recipe, fast_dropout_recipe],
+                         ids=["full-bert", "lora-llama", "lora-llama-fast-dropout"])
 def test_sigkill_then_resume_matches_uninterrupted_run(make_recipe, tmp_path, write_recipe, cli):
     recipe_dict = make_recipe(tmp_path)
     recipe = write_recipe(recipe_dict)
