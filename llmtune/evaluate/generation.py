@@ -4,9 +4,13 @@ the last position, so every prompt must end there), sorted by length, one batch 
 from __future__ import annotations
 
 
-def generate_texts(body, tok, prompt_ids: list[list[int]], opts, *, batch_size: int, device) -> list[str]:
-    """The text each prompt's continuation decodes to, cut at the first stop string."""
+def generate_texts(body, tok, prompt_ids: list[list[int]], opts, *, batch_size: int, device,
+                   stop_loops: bool = False) -> list[str]:
+    """The text each prompt's continuation decodes to, cut at the first stop string.
+    `stop_loops`: end a continuation once it repeats itself, and cut the repeat (loops.py)."""
     import torch
+
+    from llmtune.evaluate.loops import LoopStop, cut_loop
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     kwargs = {"max_new_tokens": opts.max_new_tokens, "pad_token_id": pad, "eos_token_id": tok.eos_token_id}
@@ -26,8 +30,16 @@ def generate_texts(body, tok, prompt_ids: list[list[int]], opts, *, batch_size: 
             for r, i in enumerate(idx):
                 ids[r, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
                 mask[r, width - len(prompt_ids[i]):] = 1
-            out = body.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-            texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
+            extra = {}
+            if stop_loops:
+                from transformers import StoppingCriteriaList
+
+                extra["stopping_criteria"] = StoppingCriteriaList([LoopStop(width)])
+            out = body.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs, **extra)
+            rows = [row.tolist() for row in out[:, width:]]
+            if stop_loops:
+                rows = [cut_loop(row) for row in rows]
+            texts = tok.batch_decode(rows, skip_special_tokens=True)
             for i, text in zip(idx, texts):
                 outputs[i] = cut_at_stop(text, opts.stop)
     return outputs

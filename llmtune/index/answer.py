@@ -1,5 +1,5 @@
 """`llmtune ask`: retrieved chunks (numbered, with their sources) go into a prompt, and a
-local causal LM answers greedily.
+local causal LM answers greedily, stopped where the answer starts to repeat itself.
 
 The prompt goes through the tokenizer's chat template when it has one (instruction-tuned
 models such as SmolLM2-Instruct were trained on it), else a plain "Sources / Question /
@@ -117,7 +117,9 @@ def answer(question: str, hits: list, model: AnswerModel, *, max_new_tokens: int
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.body.to(device)
     opts = GenerationOptions(max_new_tokens=max_new_tokens, strategy="greedy")
-    text = generate_texts(model.body, model.tokenizer, [prompt.ids], opts, batch_size=1, device=device)[0]
+    # A small model's greedy answer tends to loop until the token limit: stop it there.
+    text = generate_texts(model.body, model.tokenizer, [prompt.ids], opts, batch_size=1, device=device,
+                          stop_loops=True)[0]
     return {"question": question, "answer": text, "model": model.name,
             "sources": [{"n": n, **h.to_dict()} for n, h in enumerate(prompt.used, start=1)],
             "sources_dropped": len(hits) - len(prompt.used), "prompt_tokens": len(prompt.ids)}
