@@ -167,7 +167,7 @@ def efficiency_recipes(args, folder: Path, icl: bool) -> dict[str, list[Path]]:
             # llmtune asks for k + 1 distinct pool rows (a query is never its own demonstration).
             edits = {"model.name": args.smollm2_model, "data.train.limit": max(n, 1), "eval.limit": args.q2_eval,
                      "eval.shots": max(0, min(n - 1, args.shots))}
-            prompted.append(variant(RECIPES / "icl-smollm2-sst2.yaml", f"icl-n{n}", edits, folder))
+            prompted.append(variant(RECIPES / "smollm2-icl-nearest-sst2.yaml", f"icl-n{n}", edits, folder))
     return {"trained": trained, "icl": prompted}
 
 
