@@ -29,7 +29,8 @@ def ask(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Answer a question from a store: the top-k chunks and their sources go into the prompt
-    of a local causal LM (greedy decoding); the answer is printed with those sources."""
+    of a local causal LM (greedy decoding, stopped where the answer starts repeating itself);
+    the answer is printed with those sources."""
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter, quiet_third_party
     from llmtune.index.answer import answer, load_answer_model
