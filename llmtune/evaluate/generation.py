@@ -18,6 +18,8 @@ def generate_texts(body, tok, prompt_ids: list[list[int]], opts, *, batch_size: 
         kwargs.update(do_sample=True, temperature=opts.temperature, top_p=opts.top_p, top_k=0)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if stop_loops:
+        from transformers import StoppingCriteriaList
     outputs: list[str] = [""] * len(prompt_ids)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     torch.manual_seed(opts.seed)
@@ -30,11 +32,8 @@ def generate_texts(body, tok, prompt_ids: list[list[int]], opts, *, batch_size: 
             for r, i in enumerate(idx):
                 ids[r, width - len(prompt_ids[i]):] = torch.tensor(prompt_ids[i])
                 mask[r, width - len(prompt_ids[i]):] = 1
-            extra = {}
-            if stop_loops:
-                from transformers import StoppingCriteriaList
-
-                extra["stopping_criteria"] = StoppingCriteriaList([LoopStop(width)])
+            # the loop stop needs this batch's prompt width: only generated tokens count
+            extra = {"stopping_criteria": StoppingCriteriaList([LoopStop(width)])} if stop_loops else {}
             out = body.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs, **extra)
             rows = [row.tolist() for row in out[:, width:]]
             if stop_loops:

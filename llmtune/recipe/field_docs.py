@@ -13,6 +13,7 @@ import ast
 import functools
 import inspect
 import textwrap
+import typing
 
 from pydantic import BaseModel
 
@@ -45,8 +46,6 @@ def field_docs(model: type[BaseModel]) -> dict[str, str]:
 def models_in(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
     """Every schema class reachable from `model` through its fields, by class name (the titles
     of the JSON Schema's definitions)."""
-    import typing
-
     found: dict[str, type[BaseModel]] = {}
 
     def visit(annotation) -> None:
