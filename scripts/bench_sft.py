@@ -79,6 +79,8 @@ def cases(mode: str) -> list[dict]:
              "ablation": True, "vs": [f"llmtune-{method}", f"hf-{method}-gbl"]},
             {"name": f"llmtune-{method}-torchdrop", "tool": "llmtune", "method": method, "fast_dropout": False,
              "ablation": True, "vs": [f"llmtune-{method}"]},
+            {"name": f"llmtune-{method}-nofuse", "tool": "llmtune", "method": method, "fused_lora": False,
+             "ablation": True, "vs": [f"llmtune-{method}"]},
         ]
     if mode == "gpu":  # the single-switch cases are CPU ones, run only when --cases names them
         c = [case for case in c if not case.get("ablation")]
@@ -176,8 +178,9 @@ def llmtune_recipe(spec: dict, case: dict) -> dict:
                   "precision": "bf16" if spec["gpu"] else "fp32"},
         "eval": {"generate": False},
     }
-    if "fast_dropout" in case:  # otherwise llmtune's default
-        recipe["train"]["fast_dropout"] = case["fast_dropout"]
+    for switch in ("fast_dropout", "fused_lora"):  # otherwise llmtune's default
+        if switch in case:
+            recipe["train"][switch] = case[switch]
     return recipe
 
 

@@ -212,6 +212,11 @@ class TrainSection(Section):
     torch's per-element Bernoulli draw. Same keep probability and random generator, other
     masks than torch's; no effect on a GPU. Measured: the quickstart 1.20x faster, its
     accuracy 0.5 points lower on average over two seeds (docs/performance.md)."""
+    fused_lora: bool = True
+    """LoRA layers add their update inside one GEMM (`addmm` with the scale as its alpha)
+    instead of scaling the full update and adding it in two more passes. The same function
+    of the same weights and dropout masks; any layer it does not cover (DoRA, several
+    adapters, a merged adapter) runs peft's own forward."""
     gradient_checkpointing: bool = False
     """Recompute each block's activations in the backward pass: much less memory for about
     a third more compute."""
