@@ -25,7 +25,9 @@ def bulk_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
     bits = bits.view(torch.int16)[:n].view(x.shape)
     # Signed 16-bit parts are uniform over [-2**15, 2**15): drop the lowest fraction p.
     keep = bits >= -2**15 + round(p * 2**16)
-    return x * keep * (1.0 / (1.0 - p))  # x * keep saves the boolean mask for the backward
+    # where() saves the boolean mask for the backward and reads it as it is; x * keep would
+    # first copy it to a float tensor, in the forward and again in the backward.
+    return torch.where(keep, x, 0.0) * (1.0 / (1.0 - p))
 
 
 class FastDropout(nn.Dropout):
