@@ -243,7 +243,7 @@ def render(res: dict) -> str:
         out += ["| SST-2 with a classification head (872 dev sentences) | accuracy | train rows |",
                 "| --- | --- | --- |",
                 f"| SmolLM2-135M, LoRA r16 all-linear, last-token pooling | {_pct(ev.get('accuracy'))} | 512 |",
-                "| MiniLM (quickstart, README), LoRA r16, mean pooling | 87.4% | 16,000 |", ""]
+                "| MiniLM (quickstart, README), LoRA r16, mean pooling | 86.9% | 16,000 |", ""]
     if "dpo/before" in res:
         out += ["| DPO, LLaMA-Factory demo (60 held-out pairs) | preference accuracy | margin | chosen reward "
                 "| rejected reward |", "| --- | --- | --- | --- | --- |"]
