@@ -94,13 +94,15 @@ def test_minilm_lora_classifier_reloads_with_plain_peft(cli, write_recipe, tmp_p
                  "eval": {"path": str(DATA / "sst2_dev.tsv"), "limit": 64},
                  "columns": {"text": "sentence"}, "labels": ["negative", "positive"], "max_length": 48},
         "method": {"name": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"]},
-        "train": {"max_steps": 24, "batch_size": 16, "lr": 3e-3, "warmup_ratio": 0.1},
+        # 32 steps: at 24 the 64-sentence check sat at the threshold (0.61 with torch's dropout
+        # masks, 0.58 with the bulk ones, 0.75-0.78 on seed 1); at 32 it reads 0.70.
+        "train": {"max_steps": 32, "batch_size": 16, "lr": 3e-3, "warmup_ratio": 0.1},
         "output": {"dir": str(tmp_path / "run")},
     }
     res = cli("train", write_recipe(recipe), "--json")
     assert res.code == 0, res.err
     acc = json.loads(res.out)["eval"]["accuracy"]
-    assert acc > 0.6  # 24 steps of LoRA on a real encoder already beat chance clearly
+    assert acc > 0.6  # 32 steps of LoRA on a real encoder already beat chance clearly
 
     from peft import PeftModel
     from safetensors.torch import load_file
