@@ -37,14 +37,15 @@ class CliResult:
 
 @pytest.fixture
 def cli(capsys, monkeypatch):
-    """Run `llmtune ARGS...` through the real entry point (exit codes, error rendering)."""
-    from llmtune.cli import app
+    """Run `llmtune ARGS...` through the real entry point (exit codes, error rendering), with
+    the app `main()` builds for those arguments."""
+    from llmtune.cli import app_for
     from llmtune.cli.common import run_app
 
     def invoke(*args: str) -> CliResult:
         monkeypatch.setattr(sys, "argv", ["llmtune", *map(str, args)])
         capsys.readouterr()
-        code = run_app(app)
+        code = run_app(app_for(sys.argv[1:]))
         captured = capsys.readouterr()
         return CliResult(code, captured.out, captured.err)
 

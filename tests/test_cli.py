@@ -8,10 +8,10 @@ import sys
 
 CHECK_NO_TORCH = """
 import sys
-from llmtune.cli import app
+from llmtune.cli import app_for
 from llmtune.cli.common import run_app
 sys.argv = {argv!r}
-code = run_app(app)
+code = run_app(app_for(sys.argv[1:]))
 heavy = sorted(m for m in ("torch", "transformers", "peft", "trl", "datasets", "accelerate") if m in sys.modules)
 print("HEAVY=" + ",".join(heavy))
 sys.exit(code)
@@ -28,6 +28,22 @@ def test_help_imports_no_heavy_library():
     assert res.returncode == 0, res.stderr
     assert "HEAVY=\n" in res.stdout
     assert "train" in res.stdout and "validate" in res.stdout
+
+
+def test_a_verb_starts_an_app_with_only_its_command(cli):
+    from conftest import RECIPES
+    from llmtune.cli import app, app_for
+
+    assert [c.name for c in app_for(["validate", "x.yaml"]).registered_commands] == ["validate"]
+    assert [c.name for c in app_for(["schema", "--json"]).registered_commands] == ["methods", "schema"]
+    for argv in ([], ["--help"], ["nosuch", "x"]):
+        assert app_for(argv) is app
+    res = cli("validate", RECIPES / "quickstart.yaml")
+    assert res.code == 0 and "ok:" in res.out, res.err
+    res = cli("validate", RECIPES / "quickstart.yaml", "--bogus")
+    assert res.code == 2 and "No such option: --bogus" in res.err
+    res = cli("nosuch")
+    assert res.code == 2 and "No such command 'nosuch'" in res.err
 
 
 def test_validate_imports_no_heavy_library():

@@ -14,21 +14,51 @@ from llmtune.cli import ask_cmd, index_cmd, query_cmd
 from llmtune.cli import compare_cmd, report_cmd
 from llmtune.cli import doctor_cmd, preview_cmd
 
-app = typer.Typer(
-    name="llmtune",
-    help="Finetune and use pretrained language models from YAML recipes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+COMMAND_MODULES = (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd, index_cmd, query_cmd,
+                   ask_cmd, report_cmd, compare_cmd, preview_cmd, doctor_cmd)
 
-for module in (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd, index_cmd, query_cmd, ask_cmd,
-               report_cmd, compare_cmd, preview_cmd, doctor_cmd):
-    module.register(app)
+
+def new_app(modules=COMMAND_MODULES) -> typer.Typer:
+    cli = typer.Typer(
+        name="llmtune",
+        help="Finetune and use pretrained language models from YAML recipes.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for module in modules:
+        module.register(cli)
+    return cli
+
+
+app = new_app()
+
+
+def _module_of(name: str):
+    for module in COMMAND_MODULES:
+        probe = typer.Typer()
+        module.register(probe)
+        if any(c.name == name for c in probe.registered_commands):
+            return module
+    return None
+
+
+def app_for(argv: list[str]) -> typer.Typer:
+    """The app with only the command `argv` names (all of them for `--help`, no command or an
+    unknown one). On every start typer reads the signature of each registered command, ~60 ms
+    for all of them here, so a run of one verb pays for one. A callback keeps it a group, so
+    the verb is still read as the verb."""
+    name = next((a for a in argv if not a.startswith("-")), None)
+    module = _module_of(name) if name else None
+    if module is None:
+        return app
+    one = new_app((module,))
+    one.callback()(lambda: None)
+    return one
 
 
 def main() -> None:
     """Console entry point: user errors exit 2 with a message, never a traceback."""
     from llmtune.cli.common import run_app
 
-    sys.exit(run_app(app))
+    sys.exit(run_app(app_for(sys.argv[1:])))
