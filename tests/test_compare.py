@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from run_fixtures import SST2_IDENTITY, make_run, png_size
@@ -120,6 +121,19 @@ def test_half_finished_or_missing_run_exit_2_naming_it(cli, tmp_path):
 
     rows = by_name(compare_json(cli, done, half, "--force", "--out", tmp_path / "out"))
     assert rows["half"]["status"] == "running" and rows["half"]["ranked"] is False
+
+
+def test_one_run_given_twice_is_refused_not_counted_as_two_seeds(cli, tmp_path):
+    """`compare runs/lora-seed0 runs/lora-seed*` (or `run run/`, or a symlink) used to make the
+    run two seeds of its row: "seeds 0,0" and a std of 0.0 that no second seed measured."""
+    a, b = make_run(tmp_path, "lora-seed0", seed=0, accuracy=0.8), make_run(tmp_path, "lora-seed1", seed=1)
+    (tmp_path / "link").symlink_to(a)
+    for twice in (a, f"{a}/", tmp_path / "link"):
+        res = cli("compare", a, b, twice, "--out", tmp_path / "out")
+        assert res.code == 2, res.err
+        assert f"{Path(twice)}: the same run as {a}, given twice; pass each run directory once" in res.err
+        assert "Traceback" not in res.err
+    assert by_name(compare_json(cli, a, b, "--out", tmp_path / "out"))["lora"]["seeds"] == [0, 1]
 
 
 def test_failed_and_diverged_runs_stay_as_rows_with_their_error(cli, tmp_path):

@@ -249,3 +249,22 @@ def test_run_directory_embeds_with_its_merged_adapter(cli, write_recipe, tmp_pat
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     base = _encoder(tiny).embed(texts)
     assert np.abs(got - base).max() > 1e-4  # the adapter changed the vectors
+
+
+def test_a_csv_line_csv_cannot_parse_is_exit_2_naming_the_line(cli, tmp_path):
+    """A field over Python's csv limit (131,072 characters; usually a quote never closed)
+    ended `llmtune embed` (and `llmtune index` of a CSV) in a traceback; training already
+    refused it with exit 2 (tests/test_bad_data.py "field over csv limit")."""
+    import csv
+
+    src = tmp_path / "docs.csv"
+    src.write_text("text\nfine\n\"" + "x" * 200_000 + "\n")
+    before = csv.field_size_limit(131_072)  # a fresh process's limit, whatever ran before
+    try:
+        res = cli("embed", "tiny-bert", src, "--out", tmp_path / "o.npy")
+    finally:
+        csv.field_size_limit(before)
+    assert res.code == 2, res.err
+    assert f"{src}:3: cannot parse this line (field larger than field limit" in res.err
+    assert "quote" in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "o.npy").exists()

@@ -194,6 +194,22 @@ def test_export_refuses_a_non_run_and_a_full_out_folder(runs, cli, tmp_path):
     assert not (taken / "keep.txt").exists()
 
 
+def test_export_into_a_folder_that_holds_the_run_is_refused(runs, cli, tmp_path):
+    """`llmtune export runs/lora --out runs --overwrite` used to replace runs/ with the export,
+    deleting the run it exported (and every run beside it)."""
+    import shutil
+
+    run_dir = tmp_path / "runs" / "lora"
+    shutil.copytree(runs["lora-cls"][0], run_dir)
+    (tmp_path / "runs" / "other-run.txt").write_text("mine")
+    for out in (tmp_path / "runs", tmp_path):
+        res = cli("export", run_dir, "--out", out, "--overwrite")
+        assert res.code == 2, res.err
+        assert f"--out {out}: holds the run being exported ({run_dir})" in res.err
+        assert "Traceback" not in res.err
+    assert (run_dir / "final").is_dir() and (tmp_path / "runs" / "other-run.txt").read_text() == "mine"
+
+
 @pytest.mark.parametrize("name", ["lora-cls", "adapter-cls", "full-sft"])
 def test_trainable_parameters_are_logged_and_in_the_manifest(name, runs):
     run_dir, lines = runs[name]

@@ -85,3 +85,18 @@ def test_a_run_that_failed_before_training_can_be_rerun(recipe, tmp_path, cli, w
     assert res.code == 2 and "no column 'no_such_column'" in res.err
     assert sorted(p.name for p in out.iterdir()) == ["recipe.yaml"]
     assert cli("train", recipe, "--output", out).code == 0
+
+
+def test_resume_of_a_finished_run_without_checkpoints_is_refused(recipe, tmp_path, cli):
+    """A finished run that kept no checkpoint has nothing to continue from: --resume used to
+    start again from step 0 and replace final/ and the metrics; it must say --overwrite."""
+    out = tmp_path / "run"
+    assert cli("train", recipe, "--output", out, "--set", "train.save_every=100").code == 0
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    res = cli("train", recipe, "--output", out, "--resume", "--set", "train.lr=0.5")
+    assert res.code == 2, res.err
+    assert f"--resume: {out} holds a finished run" in res.err and "--overwrite" in res.err
+    assert "Traceback" not in res.err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

@@ -132,24 +132,33 @@ def _delimited_rows(path: Path, text_column: str, id_column: str | None, delimit
         # TSV text often holds quote characters that are not CSV quoting (SST-2 does).
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
         reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
-        header = [h.strip() for h in next(reader, [])]
-        if not header:
-            raise DataError(f"{path}:1: no header row; the first line must name the columns")
-        for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
-            if column is not None and column not in header:
-                raise _missing(f"{path}:1", column, header, flag)
-        text_at = header.index(text_column)
-        id_at = header.index(id_column) if id_column is not None else None
-        index = 0
-        for values in reader:
-            if not values or all(not v.strip() for v in values):
-                continue
-            where = f"{path}:{reader.line_num}"
-            if len(values) != len(header):
-                raise DataError(f"{where}: {len(values)} fields but the header has {len(header)} "
-                                f"({', '.join(header)}); check the delimiters in this line")
-            yield (values[id_at] if id_at is not None else index), values[text_at]
-            index += 1
+        try:
+            yield from _delimited_values(path, reader, text_column, id_column)
+        except csv.Error as exc:  # a field over csv's size limit (often a quote never closed), NUL bytes
+            raise DataError(f"{path}:{reader.line_num}: cannot parse this line ({exc}); a quote opened and "
+                            f"never closed swallows the lines after it: fix the quoting or remove the "
+                            f"line") from None
+
+
+def _delimited_values(path: Path, reader, text_column: str, id_column: str | None):
+    header = [h.strip() for h in next(reader, [])]
+    if not header:
+        raise DataError(f"{path}:1: no header row; the first line must name the columns")
+    for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
+        if column is not None and column not in header:
+            raise _missing(f"{path}:1", column, header, flag)
+    text_at = header.index(text_column)
+    id_at = header.index(id_column) if id_column is not None else None
+    index = 0
+    for values in reader:
+        if not values or all(not v.strip() for v in values):
+            continue
+        where = f"{path}:{reader.line_num}"
+        if len(values) != len(header):
+            raise DataError(f"{where}: {len(values)} fields but the header has {len(header)} "
+                            f"({', '.join(header)}); check the delimiters in this line")
+        yield (values[id_at] if id_at is not None else index), values[text_at]
+        index += 1
 
 
 def _parquet_rows(path: Path, text_column: str, id_column: str | None):

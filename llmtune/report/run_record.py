@@ -121,7 +121,15 @@ def _read_recipe(path: Path) -> dict:
 def read_runs(paths: list[Path]) -> list[RunRecord]:
     """Every run, or one UserError listing every path that is not a readable run."""
     records, problems = [], []
+    seen: dict[Path, Path] = {}
     for path in paths:
+        # One run given twice (a repeated path, `run` and `run/`, a symlink, overlapping globs)
+        # would be two "seeds" of its row, with a spread of 0 that no second seed measured.
+        key = Path(path).resolve()
+        if key in seen:
+            problems.append(f"{path}: the same run as {seen[key]}, given twice; pass each run directory once")
+            continue
+        seen[key] = Path(path)
         try:
             records.append(read_run(path))
         except UserError as exc:

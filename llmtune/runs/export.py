@@ -81,6 +81,10 @@ def _check_out(out: Path, run_dir: Path, overwrite: bool) -> None:
     target, final = out.resolve(), (run_dir / "final").resolve()
     if target in (run_dir.resolve(), final) or final in target.parents:
         raise UserError(f"--out {out}: cannot export into the run's own final/; pick another folder")
+    if target in run_dir.resolve().parents:
+        # --out replaces the folder it names, so a folder holding the run would delete it.
+        raise UserError(f"--out {out}: holds the run being exported ({run_dir}), which writing the export "
+                        f"there would delete; pick a folder outside it")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise UserError(f"--out {out}: already exists and is not empty; pass --overwrite to replace it "
                         f"or choose another folder")

@@ -49,6 +49,8 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
     check_installed(recipe.train.report_to)  # a missing tracker package fails before anything is written
     if resume and not out.exists():
         raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
+    if resume:
+        _refuse_retraining_a_finished_run(out)
     # GGUF-sourced models (file, hash, dequantized) are converted here, before a run directory
     # exists, so a missing package stops the run with nothing written.
     model_source = model_provenance(recipe.model.name)
@@ -67,6 +69,25 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
     finally:
         if run.tracker is not None:
             run.tracker.finish()
+
+
+def _refuse_retraining_a_finished_run(out: Path) -> None:
+    """--resume of a finished run that kept no checkpoint (train.save_every beyond its last
+    step) would start again from step 0 and replace its final/, metrics and recipe.yaml: that
+    is --overwrite, and only --overwrite may do it. With a checkpoint, --resume continues
+    from it (to train further after raising train.max_steps, say)."""
+    from llmtune.methods.preference._trainer import last_checkpoint
+    from llmtune.train.checkpoint import complete_checkpoints
+
+    run = RunDir(out)
+    old = mf.read_manifest(run)
+    if not old or old.get("status") != "finished":
+        return
+    if complete_checkpoints(run.checkpoints) or last_checkpoint(run.checkpoints):
+        return
+    raise UserError(f"--resume: {out} holds a finished run ({old.get('steps', '?')} steps) and no checkpoint to "
+                    f"continue from, so resuming would train it again from step 0 and replace its final/; "
+                    f"pass --overwrite to retrain it, or --output elsewhere for a new run")
 
 
 class RunSession:
