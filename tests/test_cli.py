@@ -80,6 +80,15 @@ def test_bad_flag_exits_2(cli):
     assert res.code == 2 and "no such recipe file" in res.err
 
 
+def test_a_folder_given_as_the_recipe_is_named_as_a_folder(cli, tmp_path):
+    (tmp_path / "lora.yaml").write_text("model: {name: tiny-bert}\n")
+    for verb in ("validate", "train"):
+        res = cli(verb, tmp_path)
+        assert res.code == 2, res.err
+        assert f"{tmp_path}: a folder, not a recipe file" in res.err and "lora.yaml" in res.err
+        assert "no such recipe file" not in res.err
+
+
 def test_eval_on_missing_target_exits_2(cli, tmp_path):
     res = cli("eval", tmp_path / "nothing")
     assert res.code == 2 and "no such run directory" in res.err

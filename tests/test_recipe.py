@@ -114,8 +114,12 @@ def test_overrides_apply_and_are_validated(write_recipe, train_file):
     with pytest.raises(RecipeError) as err:
         load_recipe(path, ["train.epochs=-1", "method.rr=2", "nonsense"])
     rendered = err.value.render()
-    assert "--set train.epochs train.epochs: input should be greater than 0" in rendered
-    assert "--set method.rr method.rr: unknown key; did you mean 'r'?" in rendered
+    assert "--set train.epochs: input should be greater than 0" in rendered
+    assert "--set method.rr: unknown key; did you mean 'r'?" in rendered
+    assert "method.rr method.rr" not in rendered  # the key path once, not twice
+    with pytest.raises(RecipeError) as err:  # the shorthand given by --set is checked like the recipe's
+        load_recipe(path, ["data.train=nope.tsv"])
+    assert "--set data.train" in err.value.render() and "file not found" in err.value.render()
     assert "--set nonsense: expected KEY.PATH=VALUE" in rendered
 
 

@@ -30,6 +30,10 @@ class LoadedRecipe:
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.y*ml"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise RecipeError(f"{path}: a folder, not a recipe file; pass the recipe's .yaml file{hint}")
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file; check the path")
     size = path.stat().st_size
@@ -69,6 +73,7 @@ def recipe_from_dict(
             owner[keypath] = item.partition("=")[0].strip()
         except ValueError as exc:
             problems.append(f"--set {_short_repr(item)[1:-1]}: {exc}")
+    _expand_shorthand(raw)  # again: `--set data.train=file.tsv` is the shorthand too
 
     def where(loc: tuple) -> str:
         for n in range(len(loc), 0, -1):
@@ -77,16 +82,21 @@ def recipe_from_dict(
         line = line_for(lines, loc)
         return f"{source}:{line}" if line else source
 
+    def at(loc: tuple) -> str:
+        """Where a problem is and its key path, once: `--set train.lr` already names it."""
+        place, dotted = where(loc), _dotted(loc)
+        return place if place == f"--set {dotted}" else f"{place} {dotted}"
+
     recipe = None
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
             loc = _clean_loc(err["loc"], raw)
-            problems.append(f"{where(loc)} {_dotted(loc)}: {_describe(err, loc, raw)}")
-    problems.extend(_missing_files(raw, base_dir or Path.cwd(), where))
+            problems.append(f"{at(loc)}: {_describe(err, loc, raw)}")
+    problems.extend(_missing_files(raw, base_dir or Path.cwd(), at))
     if recipe is not None:
-        problems.extend(_cross_checks(recipe, where))
+        problems.extend(_cross_checks(recipe, at))
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", _first(problems))
@@ -234,7 +244,7 @@ def _inner_model(annotation: Any):
 DATA_SOURCES = (("data", "train"), ("data", "eval"), ("eval", "demos"))
 
 
-def _missing_files(raw: dict, base_dir: Path, where) -> list[str]:
+def _missing_files(raw: dict, base_dir: Path, at) -> list[str]:
     problems = []
     for section, key in DATA_SOURCES:
         parent = raw.get(section)
@@ -247,10 +257,10 @@ def _missing_files(raw: dict, base_dir: Path, where) -> list[str]:
             resolved = resolve_data_path(path, base_dir)
             found = resolved.exists()
         except (OSError, RuntimeError, ValueError) as exc:  # too long, NUL byte, `~nobody`
-            problems.append(f"{where(loc)} {_dotted(loc)}: not a usable path ({exc})")
+            problems.append(f"{at(loc)}: not a usable path ({exc})")
             continue
         if not found:
-            problems.append(f"{where(loc)} {_dotted(loc)}: file not found: {resolved} "
+            problems.append(f"{at(loc)}: file not found: {resolved} "
                             f"(paths are relative to the recipe's folder)")
     return problems
 
@@ -279,7 +289,7 @@ def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
     return recipe.model_copy(update=sections)
 
 
-def _cross_checks(recipe: Recipe, where) -> list[str]:
+def _cross_checks(recipe: Recipe, at) -> list[str]:
     from llmtune.methods.registry import get_method
 
     problems = []
@@ -287,7 +297,7 @@ def _cross_checks(recipe: Recipe, where) -> list[str]:
     if recipe.data.task not in method.tasks:
         loc = ("method", "name")
         problems.append(
-            f"{where(loc)} method.name: method {recipe.method.name!r} does not train task "
+            f"{at(loc)}: method {recipe.method.name!r} does not train task "
             f"{recipe.data.task!r} (data.task); it trains: {', '.join(sorted(method.tasks))}"
         )
     return problems
