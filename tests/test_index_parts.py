@@ -161,3 +161,13 @@ def test_ir_metrics_on_a_hand_checked_case():
     out = evaluate_run(run, {"q1": qrels, "q2": {"a": 1}, "q3": {"z": 0}})
     assert out["queries"] == 2  # q3 has no relevant document: not averaged
     assert out["mrr"] == pytest.approx(1.0) and out["recall@100"] == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_the_summary_counts_skips_by_kind_not_by_line():
+    from llmtune.index.sync import Tally
+
+    tally = Tally()
+    tally.skipped += [("a.csv", "line 3: cannot parse this line (field larger than field limit); fix the quoting"),
+                      ("b.csv", "line 9: cannot parse this line (x)"),
+                      ("c.bin", "unsupported file type '.bin'")]
+    assert tally.line().endswith("3 skipped (2 cannot parse this line, 1 unsupported file type '.bin')")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 import time
 from collections import Counter
@@ -276,6 +277,9 @@ def _under(source: str, roots: list[str]) -> bool:
 
 
 def _reason_kind(reason: str) -> str:
+    """The kind of a skip reason, for the summary's counts: its first clause, without a
+    leading `line N:` (which says where, not why)."""
+    reason = re.sub(r"^(line|row) \d+: ", "", reason)
     return reason.split(" (")[0].split(";")[0].split(":")[0]
 
 
