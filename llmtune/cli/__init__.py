@@ -34,25 +34,16 @@ def new_app(modules=COMMAND_MODULES) -> typer.Typer:
 app = new_app()
 
 
-def _module_of(name: str):
-    for module in COMMAND_MODULES:
-        probe = typer.Typer()
-        module.register(probe)
-        if any(c.name == name for c in probe.registered_commands):
-            return module
-    return None
-
-
 def app_for(argv: list[str]) -> typer.Typer:
     """The app with only the command `argv` names (all of them for `--help`, no command or an
     unknown one). On every start typer reads the signature of each registered command, ~60 ms
     for all of them here, so a run of one verb pays for one. A callback keeps it a group, so
     the verb is still read as the verb."""
     name = next((a for a in argv if not a.startswith("-")), None)
-    module = _module_of(name) if name else None
-    if module is None:
+    command = next((c for c in app.registered_commands if c.name == name), None) if name else None
+    if command is None:
         return app
-    one = new_app((module,))
+    one = new_app((sys.modules[command.callback.__module__],))
     one.callback()(lambda: None)
     return one
 
