@@ -16,15 +16,21 @@ checks are untouched.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
-def _fused_class(peft_linear: type) -> type:
-    class FusedLoraLinear(peft_linear):
+@functools.cache
+def _fused_class() -> type:
+    """Made on first use: peft is imported only by runs that have LoRA layers."""
+    from peft.tuners.lora.layer import Linear as PeftLoraLinear
+
+    class FusedLoraLinear(PeftLoraLinear):
         def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-            name = self._fusable_adapter(x, args, kwargs)
+            name = self._fusable_adapter(args, kwargs)
             if name is None:
                 return super().forward(x, *args, **kwargs)
             result = self.base_layer(x)
@@ -36,7 +42,7 @@ def _fused_class(peft_linear: type) -> type:
                                self.lora_B[name].weight.t(), alpha=self.scaling[name])
             return flat.view(result.shape)
 
-        def _fusable_adapter(self, x, args, kwargs) -> str | None:
+        def _fusable_adapter(self, args, kwargs) -> str | None:
             if args or kwargs or self.disable_adapters or self.merged:
                 return None
             active = self.active_adapters
@@ -48,11 +54,7 @@ def _fused_class(peft_linear: type) -> type:
                 return None
             return name
 
-    FusedLoraLinear.__qualname__ = FusedLoraLinear.__name__ = "FusedLoraLinear"
     return FusedLoraLinear
-
-
-_FUSED: dict[type, type] = {}
 
 
 def use_fused_lora(model: nn.Module) -> int:
@@ -65,7 +67,6 @@ def use_fused_lora(model: nn.Module) -> int:
     count = 0
     for module in model.modules():
         if type(module) is PeftLoraLinear:
-            fused = _FUSED.setdefault(PeftLoraLinear, _fused_class(PeftLoraLinear))
-            module.__class__ = fused
+            module.__class__ = _fused_class()
             count += 1
     return count
