@@ -12,10 +12,13 @@ small pool so that distances tie, with and without filters, partitions and outpu
 
 from __future__ import annotations
 
+import os
 import random
 
 import numpy as np
 import pytest
+
+from llmtune.index.milvus_fastpath import ENV_SWITCH
 
 DIM = 8
 COLLECTION = "c"
@@ -39,6 +42,7 @@ def differential(monkeypatch):
 
     from llmtune.index import milvus_fastpath as fp
 
+    assert fp.install()  # as opening an embedded store does (the query path's mask comes from it)
     original = fp.original_function()
     seen = {"searches": 0, "fast": 0, "mismatches": []}
     memo: dict = {}
@@ -58,10 +62,20 @@ def differential(monkeypatch):
     for cls in (BruteForceIndex, FaissHnswIndex):
         monkeypatch.setattr(cls, "search", remembered(cls, cls.search))
 
+    def indexes(segments):
+        return [(id(seg), sorted((k, id(v)) for k, v in seg.indexes.items()), sorted(seg.scalar_indexes))
+                for seg in segments]
+
     def both(**kw):
-        memo.clear()
-        want = original(**kw)
-        got = fp._search(**kw)
+        # Milvus Lite attaches a new segment's indexes from a background thread; if that
+        # happens between the two calls they searched different things, so compare again.
+        for _ in range(20):
+            memo.clear()
+            before = indexes(kw["segments"])
+            want = original(**kw)
+            got = fp._search(**kw)
+            if indexes(kw["segments"]) == before:
+                break
         seen["searches"] += 1
         if got is not None:
             seen["fast"] += 1
@@ -103,8 +117,10 @@ def _close(client, path):
     server_manager_instance.release_server(str(path))
 
 
-def drive(path, seed: int, steps: int, pk: str = "str") -> int:
-    """Random writes and searches against one store; returns the number of searches made."""
+def drive(path, seed: int, steps: int, pk: str = "str", query_mismatches: list | None = None) -> int:
+    """Random writes, searches and queries against one store; returns the number of searches made.
+    Queries whose results differ with the fast path off and on go to `query_mismatches`."""
+    query_mismatches = [] if query_mismatches is None else query_mismatches
     rng = random.Random(seed)
     pool = np.random.default_rng(seed).normal(size=(12, DIM)).astype(np.float32)  # few vectors: tied distances
     client = _open(path, pk)
@@ -138,6 +154,20 @@ def drive(path, seed: int, steps: int, pk: str = "str") -> int:
             elif op < 0.66:
                 _close(client, path)
                 client = _open(path, pk)
+            elif op < 0.72:
+                # The query and count paths (build_valid_mask): the same call with the switch off, then on.
+                flt = rng.choice(["", "n > 4", 'version not in ["c"]'])
+                parts = rng.choice([None, ["p1"], ["_default", "p2"]])
+                got = []
+                for switch in ("0", "1"):
+                    os.environ[ENV_SWITCH] = switch
+                    got.append((sorted(map(repr, client.query(COLLECTION, filter=flt or "id != ''" if pk == "str"
+                                                                else flt or "id >= 0", partition_names=parts,
+                                                                output_fields=["id", "version", "n"]))),
+                                client.query(COLLECTION, filter="", output_fields=["count(*)"])))
+                os.environ.pop(ENV_SWITCH)
+                if got[0] != got[1]:
+                    query_mismatches.append((flt, parts, got))
             else:
                 q = [pool[rng.randrange(len(pool))].tolist() if rng.random() < 0.5
                      else rng.gauss(0, 1) * pool[rng.randrange(len(pool))] + np.float32(0.1) for _ in range(2)]
@@ -155,7 +185,9 @@ def drive(path, seed: int, steps: int, pk: str = "str") -> int:
 
 @pytest.mark.parametrize("seed,pk", [(1, "str"), (2, "str"), (3, "int")])
 def test_fast_path_matches_library_on_random_stores(tmp_path, differential, seed, pk):
-    searches = drive(tmp_path / "s.db", seed, 220, pk)
+    query_mismatches: list = []
+    searches = drive(tmp_path / "s.db", seed, 220, pk, query_mismatches)
+    assert not query_mismatches, query_mismatches[0]
     assert differential["searches"] == searches > 40
     assert differential["fast"] == searches, "the fast path fell back on an ordinary store"
     assert not differential["mismatches"], differential["mismatches"][0]
@@ -180,12 +212,23 @@ def test_fast_path_matches_library_with_null_vectors(tmp_path, differential, mon
     assert not differential["mismatches"], differential["mismatches"][0]
 
 
-@pytest.mark.parametrize("broken", ["tombstones", "memtable deletes", "upserts between segments"])
+@pytest.mark.parametrize("broken", ["tombstones", "memtable deletes", "upserts between segments", "query mask"])
 def test_differential_catches_a_broken_mask(tmp_path, differential, monkeypatch, broken):
     """The comparison above can fail: a fast path that forgets one rule of visibility is caught."""
     from llmtune.index import milvus_fastpath as fp
 
     real = fp._visibility
+    if broken == "query mask":
+        from milvus_lite.search import bitmap
+
+        real_mask = fp.fast_build_valid_mask
+        monkeypatch.setattr(bitmap, "build_valid_mask", lambda pks, seqs, delta, filter_mask=None, memtable=None:
+                            real_mask(pks, seqs, type(delta)("id"), filter_mask, memtable) if fp.enabled()
+                            else real_mask(pks, seqs, delta, filter_mask, memtable))
+        query_mismatches: list = []
+        drive(tmp_path / "s.db", 1, 220, query_mismatches=query_mismatches)
+        assert query_mismatches
+        return
     if broken == "upserts between segments":
         monkeypatch.setattr(fp, "_shadowed_between_segments", lambda segs: [np.zeros(0, dtype=np.intp)] * len(segs))
     else:
@@ -238,7 +281,7 @@ def test_gate_leaves_the_library_alone_for_other_versions_and_the_switch(monkeyp
         monkeypatch.setenv(fp.ENV_SWITCH, "0")
         calls = []
         monkeypatch.setattr(fp, "_search", lambda **kw: pytest.fail("fast path used while switched off"))
-        monkeypatch.setattr(fp, "_original", lambda **kw: calls.append(kw) or "library")
+        monkeypatch.setitem(fp._originals, "execute_search_with_index", lambda **kw: calls.append(kw) or "library")
         assert fp.fast_execute_search_with_index(**{k: None for k in _ARGS}, segments=iter(())) == "library"
         assert calls and calls[0]["segments"] == ()
     finally:
@@ -265,3 +308,43 @@ def test_a_segment_with_a_repeated_key_falls_back():
 
     assert fp._search(np.zeros((1, DIM), np.float32), (Seg(),), None, Delta(), 3, "IP", "id", "vector",
                       None, None, None, None, None, None) is None
+
+
+def test_valid_mask_matches_library_on_random_candidates():
+    """The query/count paths' mask (build_valid_mask) on random candidate lists: repeated keys
+    with different or equal seqs, tombstones in the DeltaIndex and in the memtable, filters."""
+    from milvus_lite.search import bitmap
+    from milvus_lite.storage.delta_index import DeltaIndex
+
+    from llmtune.index import milvus_fastpath as fp
+
+    library = fp.original_function("build_valid_mask")
+    assert library.__module__ == bitmap.__name__
+    rng = random.Random(7)
+    hidden = {"dedup": 0, "tombstone": 0, "memtable delete": 0}
+    for case in range(400):
+        n = rng.randrange(0, 60)
+        keys = [rng.randrange(25) for _ in range(n)]
+        pks = keys if case % 2 else [f"k{k}" for k in keys]
+        seqs = np.array([rng.randrange(1, 40) for _ in range(n)], dtype=np.uint64)
+        delta = DeltaIndex("id")
+        delta._map = {p: rng.randrange(1, 45) for p in rng.sample(pks, min(n, rng.randrange(0, 6)))}
+
+        class Memtable:
+            deletes = {p: (rng.randrange(1, 45), "_default") for p in rng.sample(pks, min(n, rng.randrange(0, 4)))}
+
+            def delete_index_snapshot(self):
+                return dict(self.deletes)
+
+        filt = None if rng.random() < 0.5 else np.array([rng.random() < 0.7 for _ in range(n)])
+        mt = Memtable() if rng.random() < 0.7 else None
+        want = library(pks, seqs, delta, filter_mask=filt, memtable=mt)
+        got = fp.fast_build_valid_mask(pks, seqs, delta, filter_mask=filt, memtable=mt)
+        assert got.dtype == want.dtype and got.tolist() == want.tolist(), case
+        # The cases must exercise each rule (checked with the library's own function).
+        alone = library(pks, seqs, DeltaIndex("id"))
+        hidden["dedup"] += not alone.all()
+        hidden["tombstone"] += (alone & ~library(pks, seqs, delta)).any()
+        if mt is not None:
+            hidden["memtable delete"] += (alone & ~library(pks, seqs, DeltaIndex("id"), memtable=mt)).any()
+    assert min(hidden.values()) > 20, hidden

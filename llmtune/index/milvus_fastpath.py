@@ -24,8 +24,13 @@ after the masks (ANN search per source, the global merge and its tie order, proj
 follows the original's order exactly, so the results are identical; the equivalence is
 tested in tests/test_index_fastpath.py against the original on randomized stores.
 
-It is installed (`install()`) when llmtune opens an embedded store, by replacing the name
-`execute_search_with_index` in `milvus_lite.engine.collection`, only for the tested
+The query and count paths have the same per-row loop in `milvus_lite.search.bitmap.build_valid_mask`
+(over one flat candidate list); `fast_build_valid_mask` replaces it on the same principle. Every
+`llmtune query` makes one such query, the hidden-version check over the file-state collection.
+
+It is installed (`install()`) when llmtune opens an embedded store, by replacing the names
+`execute_search_with_index` in `milvus_lite.engine.collection` and `build_valid_mask` in
+`milvus_lite.search.bitmap`, only for the tested
 milvus-lite series (3.2.x); any other version, or LLMTUNE_MILVUS_FASTPATH=0, leaves the
 library untouched. Any input the fast path cannot prove it handles (a segment with a
 repeated key, unexpected object types) goes to the original function. A store served by
@@ -44,8 +49,8 @@ _CACHE_SIZE = 8
 
 _lock = threading.Lock()
 _cache_lock = threading.RLock()  # re-entrant: a weakref callback may run during a GC inside the lock
-_original = None
-"""The library's function, once installed (None before)."""
+_originals: dict = {}
+"""The library's functions by name, while installed."""
 _set_cache: dict = {}
 """Segment-set key -> (weak references to the segments' seq arrays, per-segment shadowed rows)."""
 
@@ -58,9 +63,19 @@ def supported(version: str) -> bool:
     return version.startswith(TESTED_SERIES)
 
 
+def _targets():
+    """(module, name, llmtune's replacement) for each function the fast path stands in for."""
+    from milvus_lite.engine import collection
+    from milvus_lite.search import bitmap
+
+    # collection.py imports execute_search_with_index by name at import time, and
+    # build_valid_mask from its module at each call (query, count): each is replaced where it is read.
+    return [(collection, "execute_search_with_index", fast_execute_search_with_index),
+            (bitmap, "build_valid_mask", fast_build_valid_mask)]
+
+
 def install() -> bool:
     """Put the fast path in place for this process (idempotent). True if it is active."""
-    global _original
     if not enabled():
         return False
     from importlib.metadata import PackageNotFoundError, version
@@ -70,35 +85,37 @@ def install() -> bool:
             return False
     except PackageNotFoundError:
         return False
-    from milvus_lite.engine import collection
-    from milvus_lite.search import executor_indexed
+    from milvus_lite.search import bitmap, executor_indexed
 
+    library = {"execute_search_with_index": executor_indexed.execute_search_with_index,
+               "build_valid_mask": bitmap.build_valid_mask}
     with _lock:
-        current = getattr(collection, "execute_search_with_index", None)
-        if current is fast_execute_search_with_index:
+        targets = _targets()
+        if all(getattr(module, name) is ours for module, name, ours in targets):
             return True
-        if current is not executor_indexed.execute_search_with_index:
-            return False  # someone else replaced it: do not stack on top of an unknown function
-        _original = current
-        collection.execute_search_with_index = fast_execute_search_with_index
+        if _originals or any(getattr(module, name) is not library[name] for module, name, _ in targets):
+            return False  # someone else replaced one: do not stack on top of an unknown function
+        for module, name, ours in targets:
+            _originals[name] = getattr(module, name)
+            setattr(module, name, ours)
     return True
 
 
 def uninstall() -> None:
-    """Put the library's function back (tests)."""
-    global _original
-    from milvus_lite.engine import collection
-
+    """Put the library's functions back (tests)."""
     with _lock:
-        if _original is not None and collection.execute_search_with_index is fast_execute_search_with_index:
-            collection.execute_search_with_index = _original
-        _original = None
+        for module, name, ours in _targets():
+            if name in _originals and getattr(module, name) is ours:
+                setattr(module, name, _originals[name])
+        _originals.clear()
 
 
-def original_function():
-    from milvus_lite.search import executor_indexed
+def original_function(name: str = "execute_search_with_index"):
+    from milvus_lite.search import bitmap, executor_indexed
 
-    return _original or executor_indexed.execute_search_with_index
+    if name in _originals:
+        return _originals[name]
+    return executor_indexed.execute_search_with_index if name == "execute_search_with_index" else bitmap.build_valid_mask
 
 
 def fast_execute_search_with_index(query_vectors, segments, memtable, delta_index, top_k, metric_type, pk_field,
@@ -314,3 +331,45 @@ def _projection(project_record_fn, output_fields, pk_field, vector_field):
     keep = set(output_fields)
     keep.discard(pk_field)
     return lambda record: {k: record[k] for k in keep if k in record}
+
+
+def fast_build_valid_mask(all_pks, all_seqs, delta_index, filter_mask=None, memtable=None):
+    """Same arguments and result as milvus_lite.search.bitmap.build_valid_mask.
+
+    The query and count paths put every candidate row (segments, then the memtable) in one
+    list; a row is valid iff its seq is its key's largest in the list, no tombstone (the
+    DeltaIndex's or the memtable's) is newer, and the filter mask allows it. Only keys that
+    occur more than once or have a tombstone need a look at their rows."""
+    import numpy as np
+
+    n = len(all_pks)
+    tombstones = getattr(delta_index, "_map", None)
+    if (not enabled() or n == 0 or not isinstance(tombstones, dict) or all_seqs.shape[0] != n
+            or (filter_mask is not None and filter_mask.shape[0] != n)):
+        return original_function("build_valid_mask")(all_pks, all_seqs, delta_index, filter_mask=filter_mask,
+                                                     memtable=memtable)
+    last = dict(zip(all_pks, range(n)))  # key -> its last row
+    mask = np.ones(n, dtype=bool)
+    rows_of: dict = {}  # repeated key -> all its rows
+    if len(last) != n:
+        is_last = np.zeros(n, dtype=bool)
+        is_last[np.fromiter(last.values(), dtype=np.intp, count=len(last))] = True
+        for i in np.flatnonzero(~is_last).tolist():
+            rows_of.setdefault(all_pks[i], []).append(i)
+        for pk, rows in rows_of.items():
+            rows.append(last[pk])
+            seqs = [int(all_seqs[i]) for i in rows]
+            best = max(seqs)
+            for i, seq in zip(rows, seqs):
+                if seq != best:
+                    mask[i] = False
+    mt_deletes = memtable.delete_index_snapshot() if memtable is not None else {}
+    for deletes, in_memtable in ((tombstones, False), (mt_deletes, True)):
+        for pk in deletes.keys() & last.keys() if deletes else ():
+            d = deletes[pk][0] if in_memtable else deletes[pk]
+            for i in rows_of.get(pk) or (last[pk],):
+                if d > int(all_seqs[i]):
+                    mask[i] = False
+    if filter_mask is not None:
+        mask = mask & filter_mask.astype(bool)
+    return mask
