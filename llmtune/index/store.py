@@ -273,6 +273,11 @@ def _connect(loc: Location):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if loc.local is not None:
         _check_not_locked(loc)
+        # Embedded: the engine runs in this process, so its dense search can take llmtune's
+        # vectorised visibility masks (same results; see milvus_fastpath).
+        from llmtune.index.milvus_fastpath import install
+
+        install()
     try:
         return MilvusClient(uri=loc.uri, token=loc.token or "", timeout=15)
     except MilvusException as exc:
