@@ -267,4 +267,20 @@ def test_a_csv_line_csv_cannot_parse_is_exit_2_naming_the_line(cli, tmp_path):
     assert res.code == 2, res.err
     assert f"{src}:3: cannot parse this line (field larger than field limit" in res.err
     assert "quote" in res.err and "Traceback" not in res.err
+    assert "the quoted field that opens on line 3 never closes" in res.err
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_embed_of_a_csv_whose_quote_never_closes_is_exit_2_naming_its_line(cli, tmp_path):
+    """csv read a quote opened on line 4 and never closed as one text holding lines 4-6,
+    and `llmtune embed` wrote a vector for it; a quoted field over two lines still embeds."""
+    src = tmp_path / "docs.csv"
+    src.write_text('id,text\na,"one\ntwo"\nb,"never closed\nc,three\nd,four\n')
+    res = cli("embed", "tiny-bert", src, "--id-column", "id", "--out", tmp_path / "o.npy")
+    assert res.code == 2, res.err
+    assert f"{src}:4: a quote opened on this line never closes (csv would read the rest of the file, " \
+           f"lines 4-6," in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "o.npy").exists()
+    src.write_text('id,text\na,"one\ntwo"\nb,three\n')
+    res = cli("embed", "tiny-bert", src, "--id-column", "id", "--out", tmp_path / "o.npy")
+    assert res.code == 0, res.err
