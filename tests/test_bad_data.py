@@ -60,6 +60,9 @@ ERRORS = {
     "field count": ("d.tsv", HEADER + "".join(GOOD) + "a\tb\tc\n", {}, r"{f}:10: 3 fields but the header has 2"),
     "field over csv limit": ("d.csv", "sentence,label\n" + "ok,1\n" * 3 + "x" * 200_000 + ",0\n", {},
                              r"{f}:5: cannot parse this line \(field larger than field limit"),
+    "quote never closed": ("d.csv", "sentence,label\n" + "ok,1\n" * 8 + '"never closed,1\n' + "more,0\n" * 3, {},
+                           r"{f}:10: a quote opened on this line never closes \(csv would read the rest of the "
+                           r"file, lines 10-13,"),
     "duplicate header": ("d.csv", "sentence,sentence,label\n" + "a,b,1\n" * 8, {}, r"{f}:1: .*more than once"),
     "text is a list": ("d.jsonl", _jsonl(GOOD_JSON + [{"sentence": ["a", "b"], "label": 1}]), {},
                        r"{f}:9: column 'sentence' holds a list"),

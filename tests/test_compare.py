@@ -117,7 +117,7 @@ def test_half_finished_or_missing_run_exit_2_naming_it(cli, tmp_path):
     assert res.code == 2 and f"{tmp_path / 'nowhere'}: no such run directory" in res.err
     (tmp_path / "empty").mkdir()
     res = cli("compare", done, tmp_path / "empty")
-    assert res.code == 2 and f"{tmp_path / 'empty'}: not a run llmtune can compare" in res.err
+    assert res.code == 2 and f"{tmp_path / 'empty'}: not a run llmtune can compare (no manifest.json" in res.err
 
     rows = by_name(compare_json(cli, done, half, "--force", "--out", tmp_path / "out"))
     assert rows["half"]["status"] == "running" and rows["half"]["ranked"] is False

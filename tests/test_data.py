@@ -43,6 +43,30 @@ def test_readers_agree_across_formats(tmp_path):
     assert len(read_rows(tmp_path / "a.jsonl", limit=1)) == 1
 
 
+def test_a_csv_quote_never_closed_names_its_line_and_multi_line_fields_still_read(tmp_path):
+    """Python's csv read a quote opened on the last lines and never closed as one field
+    holding the rest of the file; nothing said so unless that text was over csv's field limit."""
+    from llmtune.errors import DataError
+
+    good = 'text,label\n"two\nlines, one ""quoted""",pos\nab"c,neg\n"x"y,neg\n'
+    (tmp_path / "good.csv").write_text(good)
+    got = [(r.data, r.where.rsplit(":", 1)[1]) for r in read_rows(tmp_path / "good.csv")]
+    assert got == [({"text": 'two\nlines, one "quoted"', "label": "pos"}, "3"),
+                   ({"text": 'ab"c', "label": "neg"}, "4"), ({"text": "xy", "label": "neg"}, "5")]
+    (tmp_path / "last.csv").write_text(good + '"three\nlines, ""open"" to the end,neg\nok,pos\n')
+    with pytest.raises(DataError, match=r"last\.csv:6: a quote opened on this line never closes .*lines 6-8,"):
+        read_rows(tmp_path / "last.csv")
+    (tmp_path / "one.csv").write_text('text,label\nfine,pos\nfine,"neg')  # no newline at the end
+    with pytest.raises(DataError, match=r"one\.csv:3: a quote opened on this line never closes \(csv"):
+        read_rows(tmp_path / "one.csv", limit=5)
+    (tmp_path / "header.csv").write_text('"text,label\nfine,pos\n')
+    with pytest.raises(DataError, match=r"header\.csv:1: a quote opened"):
+        read_rows(tmp_path / "header.csv")
+    # TSV does not quote (SST-2 text holds stray quotes): the same text is rows, not an error.
+    (tmp_path / "a.tsv").write_text('text\tlabel\n"open\tpos\nnext\tneg\n')
+    assert [r.data["text"] for r in read_rows(tmp_path / "a.tsv")] == ['"open', "next"]
+
+
 def test_labels_by_name_or_id(tok, tmp_path):
     (tmp_path / "t.tsv").write_text("sentence\tlabel\ngood film\t1\nbad film\t0\nfine\tpositive\n")
     rows = read_rows(tmp_path / "t.tsv")

@@ -267,4 +267,44 @@ def test_a_csv_line_csv_cannot_parse_is_exit_2_naming_the_line(cli, tmp_path):
     assert res.code == 2, res.err
     assert f"{src}:3: cannot parse this line (field larger than field limit" in res.err
     assert "quote" in res.err and "Traceback" not in res.err
+    assert "the quoted field that opens on line 3 never closes" in res.err
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_embed_of_a_csv_whose_quote_never_closes_is_exit_2_naming_its_line(cli, tmp_path):
+    """csv read a quote opened on line 4 and never closed as one text holding lines 4-6,
+    and `llmtune embed` wrote a vector for it; a quoted field over two lines still embeds."""
+    src = tmp_path / "docs.csv"
+    src.write_text('id,text\na,"one\ntwo"\nb,"never closed\nc,three\nd,four\n')
+    res = cli("embed", "tiny-bert", src, "--id-column", "id", "--out", tmp_path / "o.npy")
+    assert res.code == 2, res.err
+    assert f"{src}:4: a quote opened on this line never closes (csv would read the rest of the file, " \
+           f"lines 4-6," in res.err and "Traceback" not in res.err
+    assert not (tmp_path / "o.npy").exists()
+    src.write_text('id,text\na,"one\ntwo"\nb,three\n')
+    res = cli("embed", "tiny-bert", src, "--id-column", "id", "--out", tmp_path / "o.npy")
+    assert res.code == 0, res.err
+
+
+def test_embed_refuses_an_out_that_is_the_input_or_a_folder(cli, tmp_path):
+    """`--out INPUT` replaced the user's input file with its own embeddings (exit 0), and an
+    --out naming an existing folder ended, after embedding everything, in IsADirectoryError."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text('{"text": "a", "id": "x"}\n{"text": "b", "id": "y"}\n')
+    before = src.read_bytes()
+    res = cli("embed", "tiny-bert", src, "--out", src)
+    assert res.code == 2, res.err
+    assert f"--out {src}: writing {src} would replace the input file {src}" in res.err
+    assert "embedding " not in res.err and "Traceback" not in res.err  # refused before the model loads
+    sidecar_input = tmp_path / "v.ids.jsonl"
+    sidecar_input.write_bytes(before)
+    res = cli("embed", "tiny-bert", sidecar_input, "--id-column", "id", "--out", tmp_path / "v.npy")
+    assert res.code == 2 and f"would replace the input file {sidecar_input}" in res.err
+    assert src.read_bytes() == before and sidecar_input.read_bytes() == before
+
+    folder = tmp_path / "vectors.parquet"
+    folder.mkdir()
+    res = cli("embed", "tiny-bert", src, "--out", folder)
+    assert res.code == 2, res.err
+    assert f"--out {folder}: is a folder; name a file to write" in res.err and "Traceback" not in res.err
+    assert not any(folder.iterdir()) and not list(tmp_path.glob(".*tmp*"))

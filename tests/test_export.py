@@ -190,8 +190,40 @@ def test_export_refuses_a_non_run_and_a_full_out_folder(runs, cli, tmp_path):
     res = cli("export", run_dir, "--out", taken)
     assert res.code == 2 and "--overwrite" in res.err
     assert (taken / "keep.txt").read_text() == "mine"
-    assert cli("export", run_dir, "--out", taken, "--overwrite").code == 0
-    assert not (taken / "keep.txt").exists()
+
+
+def test_export_overwrite_replaces_only_an_earlier_export(runs, cli, tmp_path):
+    """`export --out FOLDER --overwrite` used to delete any folder it named (a user's folder of
+    other files included), where `train --overwrite` refuses a folder llmtune did not write."""
+    run_dir, _ = runs["lora-cls"]
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    res = cli("export", run_dir, "--out", taken, "--overwrite")
+    assert res.code == 2, res.err
+    assert f"--out {taken} holds files but is not an llmtune export" in res.err and "refusing" in res.err
+    assert "Traceback" not in res.err
+    assert (taken / "keep.txt").read_text() == "mine"
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    res = cli("export", run_dir, "--out", a_file, "--overwrite")
+    assert res.code == 2 and f"--out {a_file} is a file" in res.err and "Traceback" not in res.err
+    assert a_file.read_text() == "mine"
+
+    # A run directory is not an export either: --overwrite must not replace it.
+    other_run = runs["adapter-cls"][0]
+    res = cli("export", run_dir, "--out", other_run, "--overwrite")
+    assert res.code == 2 and "not an llmtune export" in res.err
+    assert (other_run / "final").is_dir()
+
+    out = tmp_path / "export"
+    out.mkdir()  # an empty folder needs no --overwrite
+    assert cli("export", run_dir, "--out", out).code == 0
+    (out / "stale.txt").write_text("from an earlier export")
+    res = cli("export", run_dir, "--out", out, "--overwrite")
+    assert res.code == 0, res.err
+    assert not (out / "stale.txt").exists() and (out / "llmtune.json").exists()
 
 
 def test_export_into_a_folder_that_holds_the_run_is_refused(runs, cli, tmp_path):

@@ -148,6 +148,17 @@ def test_table_rows_are_sections_with_their_ids(tmp_path):
         read_sections(path, path.read_bytes())
 
 
+def test_a_csv_whose_quote_never_closes_is_unreadable_naming_the_line(tmp_path):
+    """csv read the quote and every line after it as one row's text, so the file was indexed
+    with that text as a chunk; multi-line quoted fields of a good file still index."""
+    path = tmp_path / "rows.csv"
+    path.write_text('text\n"first\nspans two lines"\nsecond\n"third never closes\nfourth\n')
+    with pytest.raises(Unreadable, match=r"^line 5: a quote opened on this line never closes .*lines 5-6,"):
+        read_sections(path, path.read_bytes())
+    path.write_text('text\n"first\nspans two lines"\nsecond\n')
+    assert [s.text for s in read_sections(path, path.read_bytes())] == ["first\nspans two lines", "second"]
+
+
 def test_ir_metrics_on_a_hand_checked_case():
     qrels = {"d1": 3, "d2": 2, "d3": 1, "d9": 0}
     ranked = ["d2", "x", "d1", "d9"]

@@ -63,6 +63,7 @@ def test_resume_warns_about_each_change(project, tmp_path, cli, monkeypatch):
 
     res = cli("train", recipe, "--output", out, "--resume", "--set", "train.max_steps=1")
     assert res.code == 0 and "warning: resuming" not in res.err  # nothing changed, nothing said
+    assert "nothing left to train, nothing written" in res.err  # the finished run is left as it was
 
     # Edit the data (uncommitted), change the seed, and pretend torch was upgraded.
     with open(project / "sst2_16.tsv", "a") as fh:
@@ -79,7 +80,7 @@ def test_resume_warns_about_each_change(project, tmp_path, cli, monkeypatch):
     assert "the recipe changed" in said
     assert "tokenizer changed" not in said  # the same tokenizer: not reported as changed
     m = json.loads((out / "manifest.json").read_text())
-    assert m["recipe_git_dirty"] is True and len(m["resumes"]) == 2
+    assert m["recipe_git_dirty"] is True and len(m["resumes"]) == 1  # the no-op resume above wrote nothing
 
 
 def test_manifest_changes_lists_only_differences():

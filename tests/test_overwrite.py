@@ -100,3 +100,36 @@ def test_resume_of_a_finished_run_without_checkpoints_is_refused(recipe, tmp_pat
     assert f"--resume: {out} holds a finished run" in res.err and "--overwrite" in res.err
     assert "Traceback" not in res.err
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_resume_of_a_finished_run_whose_last_checkpoint_is_before_the_end_changes_nothing(recipe, tmp_path, cli):
+    """save_every 3 over 4 steps leaves step-3 as the last checkpoint: --resume of the finished
+    run used to train step 4 again and rewrite final/ and the metrics. The same recipe finds
+    the run complete (exit 0, every byte kept); a changed one that asks for no more steps is
+    refused as a finished run without checkpoints is; more steps still continue from step-3."""
+    out = tmp_path / "run"
+    every3 = ["--set", "train.save_every=3", "--set", "train.max_steps=4"]
+    assert cli("train", recipe, "--output", out, *every3).code == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-3"]
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    res = cli("train", recipe, "--output", out, "--resume", *every3, "--json")
+    assert res.code == 0, res.err
+    assert f"--resume: {out} holds a finished run (4 steps) of this recipe; nothing left to train" in res.err
+    assert "resumed from" not in res.err
+    result = json.loads(res.out)
+    assert result["steps"] == 4 and result["already_finished"] is True
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    for changed in (["--set", "train.lr=0.5"], ["--set", "train.max_steps=3"]):
+        res = cli("train", recipe, "--output", out, "--resume", "--set", "train.save_every=3", *changed)
+        assert res.code == 2, res.err
+        assert f"--resume: {out} holds a finished run (4 steps) and this recipe asks for no more steps" in res.err
+        assert "--overwrite" in res.err and "Traceback" not in res.err
+        assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    res = cli("train", recipe, "--output", out, "--resume", "--set", "train.save_every=3",
+              "--set", "train.max_steps=5")
+    assert res.code == 0, res.err
+    assert "resumed from step-3" in res.err
+    assert json.loads((out / "manifest.json").read_text())["steps"] == 5

@@ -55,3 +55,21 @@ def test_report_of_a_missing_or_foreign_folder_exits_2(cli, tmp_path):
     (tmp_path / "stub" / "recipe.yaml").write_text("model: {name: x}\n")
     res = cli("report", tmp_path / "stub")
     assert res.code == 2 and "stopped before training began" in res.err
+    assert f"{tmp_path / 'stub'}: not a run llmtune can report on" in res.err
+
+
+def test_report_of_a_folder_that_is_not_a_run_says_report_and_what_a_run_holds(cli, tmp_path):
+    """`llmtune report NOT_A_RUN` said "not a run llmtune can compare": the verb of
+    another command, and no word of what a run directory holds."""
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("mine")
+    res = cli("report", folder)
+    assert res.code == 2, res.err
+    assert f"{folder}: not a run llmtune can report on (no manifest.json, which `llmtune train` writes" in res.err
+    assert "metrics.jsonl" in res.err and "runs/<recipe name>" in res.err
+    assert "compare" not in res.err and "Traceback" not in res.err
+    a_file = tmp_path / "run.txt"
+    a_file.write_text("x")
+    res = cli("report", a_file)
+    assert res.code == 2 and f"{a_file}: not a directory; pass a run directory" in res.err

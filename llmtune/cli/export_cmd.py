@@ -13,7 +13,8 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the export to."),
     merge: bool = typer.Option(False, "--merge", help="Fold the method into the base weights and write a plain "
                                "transformers folder (LoRA, DoRA, IA3; full finetuning is one already)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it already holds files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out if it holds an earlier "
+                               "export (never a folder llmtune export did not write)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Export a trained run: merged into a plain transformers model, or adapter-only."""

@@ -23,7 +23,7 @@ def report(
     from llmtune.report.run_record import read_run
     from llmtune.report.summary import markdown, run_summary
 
-    rec = read_run(run)
+    rec = read_run(run, "report on")
     folder = out if out is not None else rec.path / "report"
     folder.mkdir(parents=True, exist_ok=True)
     summary = run_summary(rec)

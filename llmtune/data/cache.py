@@ -43,7 +43,8 @@ def _code_fingerprint() -> str:
     even when nobody remembers to bump CACHE_VERSION."""
     h = hashlib.sha256()
     here = Path(__file__).resolve().parent
-    for name in ("encode.py", "readers.py", "pipeline.py", "chat_masks.py", "prompt_style.py", "arrow_store.py"):
+    for name in ("encode.py", "readers.py", "csv_quotes.py", "pipeline.py", "chat_masks.py", "prompt_style.py",
+                 "arrow_store.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
 

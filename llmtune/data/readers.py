@@ -120,13 +120,18 @@ def _read_json(path: Path, limit: int | None) -> list[Row]:
 def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
     import io
 
+    from llmtune.data.csv_quotes import RecordLines, opened_on, records, refuse_unclosed_quote
+
     rows = []
-    fh = io.StringIO(_read_text(path), newline="")
+    lines = RecordLines(io.StringIO(_read_text(path), newline=""))
     # TSV text often contains quote characters that are not CSV quoting (SST-2 does).
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+    quoted = quoting != csv.QUOTE_NONE
     try:
         header = next(reader, None)
+        if quoted:
+            refuse_unclosed_quote(path, lines, delimiter)
         if not header:
             raise DataError(f"{path}: no header row; the first line must name the columns")
         header = [h.strip() for h in header]
@@ -134,8 +139,10 @@ def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
         if repeated:
             raise DataError(f"{path}:1: column name(s) {', '.join(map(repr, repeated))} appear more than once "
                             f"in the header; rename them")
-        for values in reader:
+        for values in records(reader, lines):
             lineno = reader.line_num
+            if quoted:
+                refuse_unclosed_quote(path, lines, delimiter)
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) != len(header):
@@ -144,8 +151,9 @@ def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
             rows.append(Row(dict(zip(header, values)), f"{path}:{lineno}"))
             if limit and len(rows) >= limit:
                 break
-    except csv.Error as exc:  # NUL bytes, an unclosed quote, a field over the size limit
-        raise DataError(f"{path}:{reader.line_num}: cannot parse this line ({exc})") from None
+    except csv.Error as exc:  # NUL bytes, a field over the size limit (often a quote never closed)
+        raise DataError(f"{path}:{reader.line_num}: cannot parse this line ({exc})"
+                        f"{opened_on(lines, delimiter) if quoted else ''}") from None
     return rows
 
 

@@ -128,20 +128,29 @@ def _jsonl_rows(path: Path, text_column: str, id_column: str | None):
 
 
 def _delimited_rows(path: Path, text_column: str, id_column: str | None, delimiter: str):
+    from llmtune.data.csv_quotes import RecordLines, opened_on
+
     with open(path, encoding="utf-8", newline="") as fh:
+        lines = RecordLines(fh)
         # TSV text often holds quote characters that are not CSV quoting (SST-2 does).
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-        reader = csv.reader(fh, delimiter=delimiter, quoting=quoting)
+        reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+        quotes = delimiter if quoting != csv.QUOTE_NONE else None
         try:
-            yield from _delimited_values(path, reader, text_column, id_column)
+            yield from _delimited_values(path, reader, lines, quotes, text_column, id_column)
         except csv.Error as exc:  # a field over csv's size limit (often a quote never closed), NUL bytes
             raise DataError(f"{path}:{reader.line_num}: cannot parse this line ({exc}); a quote opened and "
                             f"never closed swallows the lines after it: fix the quoting or remove the "
-                            f"line") from None
+                            f"line{opened_on(lines, delimiter) if quotes else ''}") from None
 
 
-def _delimited_values(path: Path, reader, text_column: str, id_column: str | None):
+def _delimited_values(path: Path, reader, lines, quotes: str | None, text_column: str, id_column: str | None):
+    """quotes: the delimiter when fields may be quoted (CSV), so a quote never closed is refused."""
+    from llmtune.data.csv_quotes import records, refuse_unclosed_quote
+
     header = [h.strip() for h in next(reader, [])]
+    if quotes:
+        refuse_unclosed_quote(path, lines, quotes)
     if not header:
         raise DataError(f"{path}:1: no header row; the first line must name the columns")
     for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
@@ -150,7 +159,9 @@ def _delimited_values(path: Path, reader, text_column: str, id_column: str | Non
     text_at = header.index(text_column)
     id_at = header.index(id_column) if id_column is not None else None
     index = 0
-    for values in reader:
+    for values in records(reader, lines):
+        if quotes:
+            refuse_unclosed_quote(path, lines, quotes)
         if not values or all(not v.strip() for v in values):
             continue
         where = f"{path}:{reader.line_num}"

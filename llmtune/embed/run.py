@@ -8,7 +8,7 @@ from pathlib import Path
 from llmtune.console import Reporter
 from llmtune.errors import DataError
 from llmtune.embed.inputs import count_rows, input_kind, read_chunks
-from llmtune.embed.writers import open_writer, output_path
+from llmtune.embed.writers import check_output, open_writer, output_path
 
 CHUNK_ROWS = 8192
 """Rows read, embedded and written at a time: memory stays flat whatever the input size,
@@ -35,6 +35,7 @@ def embed_file(model: str, input_path: Path, out: Path | None = None, *, text_co
     input_path = Path(input_path)
     input_kind(input_path)  # a missing or unreadable input fails before the model loads
     out = output_path(Path(out) if out is not None else default_output(input_path))
+    check_output(out, input_path, sidecar_ids=id_column is not None)
     start = time.perf_counter()
     loaded = load_for_embedding(model, trust_remote_code=trust_remote_code)
     if normalize is None:

@@ -33,6 +33,21 @@ def output_path(out: Path) -> Path:
     return out
 
 
+def check_output(out: Path, input_path: Path, *, sidecar_ids: bool) -> None:
+    """Refuse an --out that cannot be written, or that would replace the input, before the
+    model loads: the rename at the end replaces whatever file --out names."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder; name a file to write, e.g. --out {out / 'vectors.parquet'}")
+    finals = [out] + ([ids_sidecar(out)] if sidecar_ids and out.suffix.lower() == ".npy" else [])
+    for final in finals:
+        if final.exists() and os.path.samefile(final, input_path):
+            raise UserError(f"--out {out}: writing {final} would replace the input file {input_path} with "
+                            f"the embeddings; choose another --out")
+
+
 def ids_sidecar(out: Path) -> Path:
     return Path(out).with_suffix(".ids.jsonl")
 

@@ -86,19 +86,22 @@ class RunRecord:
         return out
 
 
-def read_run(path: Path) -> RunRecord:
-    """The run at `path`; a UserError naming it when it is missing or not a run."""
+def read_run(path: Path, verb: str = "compare") -> RunRecord:
+    """The run at `path`; a UserError naming it when it is missing or not a run. `verb`: the
+    command reading it (compare, report), as the message says what that command cannot do."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such run directory")
     if not path.is_dir():
-        raise UserError(f"{path}: not a directory; pass run directories (the folders `llmtune train` writes)")
+        raise UserError(f"{path}: not a directory; pass a run directory (the folder `llmtune train` writes)")
     manifest_file = path / "manifest.json"
     if not manifest_file.exists():
         only_recipe = (path / "recipe.yaml").exists()
         why = ("only recipe.yaml is there: the run stopped before training began; run it again"
-               if only_recipe else "no manifest.json; pass a folder `llmtune train` wrote")
-        raise UserError(f"{path}: not a run llmtune can compare ({why})")
+               if only_recipe else "no manifest.json, which `llmtune train` writes with metrics.jsonl, "
+               "recipe.yaml and final/; pass the folder a training run wrote: its --output or output.dir, "
+               "by default runs/<recipe name>")
+        raise UserError(f"{path}: not a run llmtune can {verb} ({why})")
     try:
         manifest = json.loads(manifest_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -85,9 +85,26 @@ def _check_out(out: Path, run_dir: Path, overwrite: bool) -> None:
         # --out replaces the folder it names, so a folder holding the run would delete it.
         raise UserError(f"--out {out}: holds the run being exported ({run_dir}), which writing the export "
                         f"there would delete; pick a folder outside it")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    if not overwrite:
         raise UserError(f"--out {out}: already exists and is not empty; pass --overwrite to replace it "
                         f"or choose another folder")
+    if not is_export_dir(out):
+        # --overwrite deletes; as with `train --overwrite`, only ever delete what llmtune wrote.
+        what = "is a file" if not out.is_dir() else "holds files but is not an llmtune export (no llmtune.json " \
+                                                    "recording an export)"
+        raise UserError(f"--overwrite: --out {out} {what}; refusing to delete it. Choose a new or empty "
+                        f"folder for --out, or remove {out} yourself if you mean to replace it")
+
+
+def is_export_dir(path: Path) -> bool:
+    """A folder `llmtune export` wrote: its llmtune.json records the export (_stamp_info)."""
+    try:
+        info = json.loads((Path(path) / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(info, dict) and isinstance(info.get("export"), dict)
 
 
 def _cannot_merge(method, base: str, run_dir: Path, out: Path) -> str:

@@ -50,7 +50,10 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
     if resume and not out.exists():
         raise UserError(f"--resume: {out} does not exist; there is no run to resume (drop --resume to start one)")
     if resume:
-        _refuse_retraining_a_finished_run(out)
+        finished = _finished_run_on_resume(out, recipe)
+        if finished is not None:
+            reporter.log(finished.pop("message"))
+            return finished
     # GGUF-sourced models (file, hash, dequantized) are converted here, before a run directory
     # exists, so a missing package stops the run with nothing written.
     model_source = model_provenance(recipe.model.name)
@@ -71,23 +74,57 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
             run.tracker.finish()
 
 
-def _refuse_retraining_a_finished_run(out: Path) -> None:
-    """--resume of a finished run that kept no checkpoint (train.save_every beyond its last
-    step) would start again from step 0 and replace its final/, metrics and recipe.yaml: that
-    is --overwrite, and only --overwrite may do it. With a checkpoint, --resume continues
-    from it (to train further after raising train.max_steps, say)."""
+def _finished_run_on_resume(out: Path, recipe) -> dict | None:
+    """--resume of a finished run trains only when the recipe asks for more steps than the
+    run took and a checkpoint can continue it; otherwise nothing is written, final/ included.
+    The same recipe again (a retried job, say) finds the run complete: its result, exit 0.
+    Anything else would retrain part of the run (from its last checkpoint, which is before
+    the last step unless save_every divides it) or all of it, and replace final/: that is
+    --overwrite, and only --overwrite may do it. None: resume as usual."""
     from llmtune.methods.preference._trainer import last_checkpoint
     from llmtune.train.checkpoint import complete_checkpoints
 
     run = RunDir(out)
     old = mf.read_manifest(run)
     if not old or old.get("status") != "finished":
-        return
+        return None
+    steps = old.get("steps", "?")
+    # A finished run's final/ removed since is rebuilt by resuming, as a run that asks for more steps is.
+    if run.final.is_dir() and not _asks_for_more_steps(recipe, old, run):
+        if old.get("recipe_hash") == mf.recipe_hash(recipe):
+            return {"steps": old.get("steps"), "train_seconds": old.get("train_seconds"),
+                    "trainable_parameters": old.get("trainable_parameters"),
+                    "total_parameters": old.get("total_parameters"), "eval": old.get("final_eval") or {},
+                    "run_dir": str(out), "already_finished": True,
+                    "message": f"--resume: {out} holds a finished run ({steps} steps) of this recipe; nothing "
+                               f"left to train, nothing written. Raise train.max_steps (or train.epochs) to "
+                               f"train it further, or pass --overwrite to train it again"}
+        raise UserError(f"--resume: {out} holds a finished run ({steps} steps) and this recipe asks for no more "
+                        f"steps, so resuming would only retrain its last steps with the changed recipe and "
+                        f"replace its final/; pass --overwrite to retrain it, raise train.max_steps (or "
+                        f"train.epochs) to train further, or --output elsewhere for a new run")
     if complete_checkpoints(run.checkpoints) or last_checkpoint(run.checkpoints):
-        return
-    raise UserError(f"--resume: {out} holds a finished run ({old.get('steps', '?')} steps) and no checkpoint to "
+        return None  # train further (or rebuild final/) from the last checkpoint
+    raise UserError(f"--resume: {out} holds a finished run ({steps} steps) and no checkpoint to "
                     f"continue from, so resuming would train it again from step 0 and replace its final/; "
                     f"pass --overwrite to retrain it, or --output elsewhere for a new run")
+
+
+def _asks_for_more_steps(recipe, old: dict, run: RunDir) -> bool:
+    """Whether `recipe` plans more optimizer steps than the finished run took. An epoch count
+    is compared with the run's own recipe.yaml (its steps per epoch need the data to count)."""
+    import yaml
+
+    t, done = recipe.train, old.get("steps")
+    if t.max_steps:
+        return not isinstance(done, int) or t.max_steps > done
+    try:
+        before = (yaml.safe_load(run.recipe.read_text()) or {}).get("train") or {}
+        if before.get("max_steps"):
+            return True  # the step count now comes from the epochs and the data; let the run count it
+        return t.epochs > float(before.get("epochs") or 0)
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        return True  # no readable recipe to compare with: resume as before
 
 
 class RunSession:
