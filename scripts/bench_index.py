@@ -282,9 +282,9 @@ def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    exe = shutil.which("milvus-lite", path=str(Path(sys.executable).parent)) or "milvus-lite"
-    proc = subprocess.Popen([exe, "server", "--data-dir", data_dir, "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Milvus Lite's server with llmtune's fast search path, as docs/indexing.md tells users to serve.
+    proc = subprocess.Popen([sys.executable, "-m", "llmtune.index.serve", "--data-dir", data_dir, "--host", "127.0.0.1",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     uri = f"http://127.0.0.1:{port}"
     from pymilvus import MilvusClient
 

@@ -38,28 +38,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _serve(data: Path, command: list[str]):
+    """Start a Milvus Lite gRPC server on a free 127.0.0.1 port; (process, URI, log path)."""
+    port = _free_port()
+    log_path = data.parent / f"{data.name}.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen([*command, "--data-dir", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    log.close()  # the child holds its own descriptor
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(uri, proc)
+    except BaseException:
+        _stop(proc)
+        raise
+    return proc, uri, log_path
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory):
     """`milvus-lite server` bound to 127.0.0.1 on a free port; its URI."""
     exe = shutil.which("milvus-lite", path=str(Path(sys.executable).parent)) or shutil.which("milvus-lite")
     if exe is None:
         pytest.fail("milvus-lite is not installed (pip install -e '.[test]')")
-    data = tmp_path_factory.mktemp("milvus-server")
-    port = _free_port()
-    log = open(data.parent / "milvus-server.log", "w")
-    proc = subprocess.Popen([exe, "server", "--data-dir", str(data / "db"), "--host", "127.0.0.1",
-                             "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
+    proc, uri, _ = _serve(tmp_path_factory.mktemp("milvus-server"), [exe, "server"])
     try:
-        _wait_ready(uri, proc)
         yield uri
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        _stop(proc)
+
+
+@pytest.fixture
+def llmtune_server(tmp_path):
+    """`python -m llmtune.index.serve` (Milvus Lite's server with the fast search path); (URI, log path)."""
+    proc, uri, log_path = _serve(tmp_path / "llmtune-server", [sys.executable, "-m", "llmtune.index.serve"])
+    try:
+        yield uri, log_path
+    finally:
+        _stop(proc)
 
 
 def _wait_ready(uri: str, proc, timeout: float = 60.0) -> None:

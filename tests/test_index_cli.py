@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from index_helpers import cached_models, milvus_server  # noqa: F401
+from index_helpers import cached_models, llmtune_server, milvus_server  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread", "cached_models")
 
@@ -127,6 +127,18 @@ def test_index_and_query_through_a_server(tmp_path, cli, milvus_server):
     assert json.loads(res.out)["hits"][0]["source"].endswith("kettles.txt")
     bad = cli("query", "--store", "http://127.0.0.1:9", "x")
     assert bad.code == 2 and "cannot reach a Milvus server" in bad.err
+
+
+def test_a_store_served_by_llmtune_answers_dense_queries_with_the_fast_path(tmp_path, cli, llmtune_server):
+    """`python -m llmtune.index.serve` is Milvus Lite's server with the fast search path on in
+    the serving process: the same round trip as through `milvus-lite server`."""
+    uri, log = llmtune_server
+    docs = _docs(tmp_path)
+    assert cli("index", docs, "--store", uri, "--json").code == 0
+    res = cli("query", "--store", uri, "kettles boil water into steam", "--mode", "dense", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["hits"][0]["source"].endswith("kettles.txt")
+    assert "llmtune fast search path: on" in log.read_text()
 
 
 @pytest.mark.slow
