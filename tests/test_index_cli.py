@@ -175,7 +175,7 @@ def test_a_store_open_in_another_process_is_a_clear_error(tmp_path, cli):
     try:
         assert holder.stdout.readline().strip() == "open"
         res = cli("query", "--store", store, "steam")
-        assert res.code == 2 and "is open in another process" in res.err and "milvus-lite server" in res.err
+        assert res.code == 2 and "is open in another process" in res.err and "python -m llmtune.index.serve --data-dir" in res.err
     finally:
         holder.kill()
         holder.wait()

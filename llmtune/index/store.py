@@ -302,5 +302,7 @@ def _check_not_locked(loc: Location) -> None:
         except BlockingIOError:
             raise UserError(f"{loc.describe()} is open in another process (an `llmtune index` run?); Milvus Lite "
                             f"lets one process use a store at a time. Wait for it, or serve the store with "
-                            f"`milvus-lite server` and use its URI") from None
+                            f"`python -m llmtune.index.serve --data-dir {loc.local} --host 127.0.0.1 --port 19530` "
+                            f"(`milvus-lite server` with llmtune's fast search) and use --store "
+                            f"http://127.0.0.1:19530") from None
         fcntl.flock(fh, fcntl.LOCK_UN)
