@@ -135,22 +135,23 @@ def _delimited_rows(path: Path, text_column: str, id_column: str | None, delimit
         # TSV text often holds quote characters that are not CSV quoting (SST-2 does).
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
         reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-        quotes = delimiter if quoting != csv.QUOTE_NONE else None
+        quoted = quoting != csv.QUOTE_NONE
         try:
-            yield from _delimited_values(path, reader, lines, quotes, text_column, id_column)
+            yield from _delimited_values(path, reader, lines, delimiter, quoted, text_column, id_column)
         except csv.Error as exc:  # a field over csv's size limit (often a quote never closed), NUL bytes
             raise DataError(f"{path}:{reader.line_num}: cannot parse this line ({exc}); a quote opened and "
                             f"never closed swallows the lines after it: fix the quoting or remove the "
-                            f"line{opened_on(lines, delimiter) if quotes else ''}") from None
+                            f"line{opened_on(lines, delimiter) if quoted else ''}") from None
 
 
-def _delimited_values(path: Path, reader, lines, quotes: str | None, text_column: str, id_column: str | None):
-    """quotes: the delimiter when fields may be quoted (CSV), so a quote never closed is refused."""
+def _delimited_values(path: Path, reader, lines, delimiter: str, quoted: bool, text_column: str,
+                      id_column: str | None):
+    """quoted: fields may be quoted (CSV, not TSV), so a quote never closed is refused."""
     from llmtune.data.csv_quotes import records, refuse_unclosed_quote
 
     header = [h.strip() for h in next(reader, [])]
-    if quotes:
-        refuse_unclosed_quote(path, lines, quotes)
+    if quoted:
+        refuse_unclosed_quote(path, lines, delimiter)
     if not header:
         raise DataError(f"{path}:1: no header row; the first line must name the columns")
     for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
@@ -160,8 +161,8 @@ def _delimited_values(path: Path, reader, lines, quotes: str | None, text_column
     id_at = header.index(id_column) if id_column is not None else None
     index = 0
     for values in records(reader, lines):
-        if quotes:
-            refuse_unclosed_quote(path, lines, quotes)
+        if quoted:
+            refuse_unclosed_quote(path, lines, delimiter)
         if not values or all(not v.strip() for v in values):
             continue
         where = f"{path}:{reader.line_num}"
