@@ -31,7 +31,7 @@ def one_case(method: dict, batch: int, length: int) -> dict:
     from llmtune.methods.registry import get_method
     from llmtune.models.task_model import TaskModel
     from llmtune.preview.memory import ModelShape, _sizes, estimate
-    from llmtune.recipe.schema import Recipe
+    from llmtune.recipe.full_schema import Recipe
     from llmtune.train.assemble import prepare_for_training
     from llmtune.train.optim import build_optimizer
 

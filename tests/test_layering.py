@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "llmtune"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "llmtune"
 
 # Top floor first. A new top-level module or package must be given a floor here.
 FLOORS = [
@@ -146,6 +147,30 @@ def test_a_stage_alone_pulls_in_only_what_it_needs(code, forbidden):
     loaded = res.stdout.split()
     bad = [m for m in loaded if any(m == f or m.startswith(f + ".") for f in forbidden)]
     assert not bad, f"`{code}` imported {bad}"
+
+
+def test_each_method_lives_in_a_module_named_after_it():
+    """`frozen-head` in `frozen_head.py`: what lets reading a recipe import only its own
+    method's module (registry.find_method); a method elsewhere would still work, through full
+    discovery, but every `llmtune validate` of it would import all of them."""
+    from llmtune.methods.registry import all_methods
+
+    misnamed = {name: m.__module__ for name, m in all_methods().items()
+                if m.__module__.rsplit(".", 1)[1] != name.replace("-", "_")}
+    assert not misnamed
+
+
+def test_reading_a_recipe_imports_only_its_own_method():
+    probe = ("import sys; from llmtune.recipe import load_recipe; "
+             f"r = load_recipe({str(ROOT / 'recipes' / 'sst2-adapter.yaml')!r}); "
+             "print(type(r.recipe.method).__module__); "
+             "print(' '.join(sorted(m for m in sys.modules if m.startswith('llmtune.methods.'))))")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    owner, loaded = res.stdout.splitlines()
+    assert owner == "llmtune.methods.adapters.adapter"
+    methods = [m for m in loaded.split() if m.count(".") == 3 and not m.rsplit(".", 1)[1].startswith("_")]
+    assert methods == ["llmtune.methods.adapters.adapter"], loaded
 
 
 def test_every_method_module_is_discovered():

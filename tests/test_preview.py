@@ -114,7 +114,7 @@ def test_weightless_counts_match_the_real_model(method):
     from llmtune.models.build import build_task_model
     from llmtune.models.builtin import load_tiny_tokenizer
     from llmtune.preview.memory import model_shape
-    from llmtune.recipe.schema import Recipe
+    from llmtune.recipe.full_schema import Recipe
 
     recipe = Recipe.model_validate({"model": {"name": "tiny-llama"}, "data": {"task": "sft", "train": "x.json"},
                                     "method": method})

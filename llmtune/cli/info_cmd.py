@@ -31,7 +31,7 @@ def schema(markdown: bool = typer.Option(False, "--markdown", help="Print the re
     import json
 
     from llmtune.recipe.field_docs import describe_json_schema
-    from llmtune.recipe.schema import Recipe
+    from llmtune.recipe.full_schema import Recipe
 
     typer.echo(json.dumps(describe_json_schema(Recipe.model_json_schema(), Recipe), indent=2))
 

@@ -6,12 +6,18 @@ Modules whose name starts with `_` are a family's internals (its torch half, the
 glue) and are imported lazily by the methods that use them. Public method modules import
 only pydantic at module level, so discovery, the schema and `llmtune validate` stay fast
 and never import torch (tests/test_layering.py checks).
+
+A method's module is named after it (`frozen-head` in `frozen_head.py`), so looking up one
+method imports one module instead of all of them: `llmtune validate` and `train` read one
+recipe, one method. Full discovery stays the answer to "which methods exist" and the
+fallback when no module carries the name (tests/test_layering.py holds every method to it).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,6 +45,27 @@ def all_methods() -> dict[str, type["Method"]]:
 
 
 def get_method(name: str) -> type["Method"]:
+    """The method registered as `name` (KeyError if none is)."""
+    return _METHODS.get(name) or find_method(name) or _discovered_method(name)
+
+
+def find_method(name: str) -> type["Method"] | None:
+    """The method `name` if a module named after it registers it, importing only that module;
+    None otherwise (an unknown name, or a method whose module breaks the naming rule)."""
+    if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
+        return None
+    if name in _METHODS:
+        return _METHODS[name]
+    import llmtune.methods as root
+
+    stem = name.replace("-", "_")
+    for base in root.__path__:
+        for candidate in sorted(Path(base).glob(f"[!_]*/{stem}.py")):
+            importlib.import_module(f"{root.__name__}.{candidate.parent.name}.{stem}")
+    return _METHODS.get(name)
+
+
+def _discovered_method(name: str) -> type["Method"]:
     _discover()
     return _METHODS[name]
 

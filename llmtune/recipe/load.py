@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
 from llmtune.errors import RecipeError
-from llmtune.recipe.schema import Recipe
+from llmtune.recipe.schema import _RecipeBase
 from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_lines
 
 MAX_RECIPE_BYTES = 256 * 1024
@@ -21,8 +22,8 @@ recipe), refused before the pure-Python YAML parser spends minutes and memory on
 
 @dataclass
 class LoadedRecipe:
-    recipe: Recipe
-    """The validated recipe, every path in it absolute (resolved against the recipe's folder)."""
+    recipe: _RecipeBase
+    """The validated recipe (a `Recipe`), every path in it absolute (resolved against the recipe's folder)."""
     path: Path | None
     """The recipe file (None for a recipe built in code)."""
     raw: dict[str, Any] = field(default_factory=dict)
@@ -88,12 +89,14 @@ def recipe_from_dict(
         return place if place == f"--set {dotted}" else f"{place} {dotted}"
 
     recipe = None
+    method_name = raw["method"].get("name") if isinstance(raw.get("method"), dict) else None
+    model = recipe_model(method_name if isinstance(method_name, str) else None)
     try:
-        recipe = Recipe.model_validate(raw)
+        recipe = model.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
-            loc = _clean_loc(err["loc"], raw)
-            problems.append(f"{at(loc)}: {_describe(err, loc, raw)}")
+            loc = _clean_loc(err["loc"], raw, model)
+            problems.append(f"{at(loc)}: {_describe(err, loc, raw, model)}")
     problems.extend(_missing_files(raw, base_dir or Path.cwd(), at))
     if recipe is not None:
         problems.extend(_cross_checks(recipe, at))
@@ -102,6 +105,27 @@ def recipe_from_dict(
         raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", _first(problems))
     recipe = resolve_paths(recipe, (base_dir or Path.cwd()).absolute())
     return LoadedRecipe(recipe=recipe, path=Path(source) if source != "<recipe>" else None, raw=raw)
+
+
+@functools.cache
+def recipe_model(method: str | None = None) -> type[_RecipeBase]:
+    """The model a recipe validates against, for a recipe whose `method.name` is `method`.
+
+    For a registered method's name, the `method` section is that method's options alone,
+    found by importing that method's module only: reading one recipe builds one method's
+    options, not the ~15 of them (a third of `llmtune validate`'s run). For any other name
+    (None, unknown, misspelled) it is the whole `Recipe` (recipe/full_schema.py), every
+    method tagged by `method.name`, whose errors say which names exist. A valid file gives
+    the same recipe either way."""
+    from llmtune.methods.registry import find_method
+
+    found = find_method(method) if method is not None else None
+    if found is None:
+        from llmtune.recipe.full_schema import Recipe
+
+        return Recipe
+    return create_model("Recipe", __base__=_RecipeBase, __module__="llmtune.recipe.schema",
+                        method=(found.Config, ...))
 
 
 def apply_override(raw: dict, item: str) -> tuple:
@@ -134,10 +158,12 @@ def apply_override(raw: dict, item: str) -> tuple:
     return created or tuple(parts)
 
 
-def _clean_loc(loc: tuple, raw: dict) -> tuple:
+def _clean_loc(loc: tuple, raw: dict, model) -> tuple:
     # A discriminated union puts the tag in the path: ('method', 'lora', 'r') -> ('method', 'r').
+    # A recipe model of one method (schema.recipe_model) has no tag to take out.
     loc = tuple(loc)
-    if len(loc) >= 2 and loc[0] == "method":
+    tagged = not isinstance(model.model_fields["method"].annotation, type)
+    if tagged and len(loc) >= 2 and loc[0] == "method":
         name = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
         if loc[1] == name:
             loc = (loc[0],) + loc[2:]
@@ -168,10 +194,10 @@ def _first(problems: list[str]) -> list[str]:
     return problems[:MAX_LISTED_PROBLEMS] + [f"... and {rest} more; fix these and validate again"]
 
 
-def _describe(err: dict, loc: tuple, raw: dict) -> str:
+def _describe(err: dict, loc: tuple, raw: dict, model) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        valid = _valid_keys(loc[:-1], raw)
+        valid = _valid_keys(loc[:-1], raw, model)
         hint = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
         msg = "unknown key"
         if hint:
@@ -209,14 +235,14 @@ def _short_repr(value: Any) -> str:
     return short.repr(value)
 
 
-def _valid_keys(parent: tuple, raw: dict) -> list[str]:
-    model: Any = Recipe
+def _valid_keys(parent: tuple, raw: dict, recipe_cls) -> list[str]:
+    model: Any = recipe_cls
     for part in parent:
-        if part == "method" and model is Recipe:
-            from llmtune.methods.registry import all_methods
+        if part == "method" and model is recipe_cls:
+            from llmtune.methods.registry import all_methods, find_method
 
             name = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
-            method = all_methods().get(name)
+            method = find_method(name) or (all_methods().get(name) if isinstance(name, str) else None)
             if method is None:
                 return ["name"]
             model = method.Config
@@ -270,7 +296,7 @@ def resolve_data_path(path: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else (base_dir / p)
 
 
-def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
+def resolve_paths(recipe: _RecipeBase, base_dir: Path) -> _RecipeBase:
     """The recipe with every path it names made absolute, once: data files against the
     recipe's folder, and whatever paths the method's options hold (its `resolve_paths`).
     Later stages never see a relative path, nor need to know where the recipe was."""
@@ -289,7 +315,7 @@ def resolve_paths(recipe: Recipe, base_dir: Path) -> Recipe:
     return recipe.model_copy(update=sections)
 
 
-def _cross_checks(recipe: Recipe, at) -> list[str]:
+def _cross_checks(recipe: _RecipeBase, at) -> list[str]:
     from llmtune.methods.registry import get_method
 
     problems = []

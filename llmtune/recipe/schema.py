@@ -423,10 +423,3 @@ class _RecipeBase(Section):
             raise ValueError(f"train.packing packs causal_lm/sft examples; data.task is {self.data.task!r} "
                              f"(set train.packing: false)")
         return self
-
-
-class Recipe(_RecipeBase):
-    method: method_union()  # type: ignore[valid-type]
-    """How the model is finetuned: `method.name` picks one of `llmtune methods`, the
-    other keys are that method's options."""
-
