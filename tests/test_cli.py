@@ -93,4 +93,4 @@ def test_eval_on_missing_target_exits_2(cli, tmp_path):
     res = cli("eval", tmp_path / "nothing")
     assert res.code == 2 and "no such run directory" in res.err
     res = cli("eval", tmp_path)
-    assert res.code == 2 and "not a run directory" in res.err
+    assert res.code == 2 and "not a run directory" in res.err and "or a recipe file" in res.err

@@ -183,6 +183,7 @@ def test_merge_of_non_mergeable_method_exits_2_and_says_what_to_do(runs, cli, tm
 def test_export_refuses_a_non_run_and_a_full_out_folder(runs, cli, tmp_path):
     res = cli("export", tmp_path, "--out", tmp_path / "x")
     assert res.code == 2 and "not a run directory" in res.err
+    assert "recipe file" not in res.err  # export takes a run, never a recipe
     run_dir, _ = runs["lora-cls"]
     taken = tmp_path / "taken"
     taken.mkdir()

@@ -67,17 +67,20 @@ class Target:
 def open_target(target: Path, overrides: list[str] | None = None) -> Target:
     target = Path(target)
     if target.is_dir():
-        return open_run(target, overrides)
+        return open_run(target, overrides, instead="a run directory or a recipe file")
     if target.is_file():
         return Target(load_recipe(target, overrides or []), None)
     raise UserError(f"{target}: no such run directory or recipe file")
 
 
-def open_run(run_dir: Path, overrides: list[str] | None = None) -> Target:
+def open_run(run_dir: Path, overrides: list[str] | None = None, instead: str = "a run directory") -> Target:
+    """`instead`: what the command takes, named in the message when `run_dir` is not a run
+    (export and embed take only a run; eval also takes a recipe)."""
     run_dir = Path(run_dir)
     recipe_file = run_dir / "recipe.yaml"
     if not recipe_file.exists():
-        raise UserError(f"{run_dir}: not a run directory (no recipe.yaml); pass a run directory or a recipe")
+        raise UserError(f"{run_dir}: not a run directory (no recipe.yaml); pass {instead}, the folder "
+                        f"`llmtune train` wrote (runs/<recipe name>/ unless output.dir says otherwise)")
     final = run_dir / "final"
     if not final.exists():
         raise UserError(f"{run_dir}: the run has no final/ model yet; finish it with "
