@@ -58,4 +58,4 @@ def ask(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("ask")(ask)
+    app.command("ask", short_help="Answer a question from a store's top chunks, with sources.")(ask)

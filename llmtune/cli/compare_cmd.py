@@ -100,4 +100,4 @@ def _check_baseline(baseline: str | None, planned) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("compare")(compare)
+    app.command("compare", short_help="Compare runs side by side: cost, score, Pareto front.")(compare)

@@ -27,4 +27,4 @@ def doctor(json_out: bool = typer.Option(False, "--json", help="Print one JSON d
 
 
 def register(app: typer.Typer) -> None:
-    app.command("doctor")(doctor)
+    app.command("doctor", short_help="Versions, devices, bf16, attention, caches and extras.")(doctor)

@@ -58,4 +58,4 @@ def embed(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("embed")(embed)
+    app.command("embed", short_help="Embed texts with a model or a trained run.")(embed)

@@ -68,4 +68,4 @@ def print_templates(rows: list[dict], best: dict) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_)
+    app.command("eval", short_help="Evaluate a trained run or a base model.")(eval_)

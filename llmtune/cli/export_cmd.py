@@ -31,4 +31,4 @@ def export(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("export")(export)
+    app.command("export", short_help="Export a trained run: merged model or adapter only.")(export)

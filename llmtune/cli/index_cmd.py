@@ -64,4 +64,4 @@ def index(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("index")(index)
+    app.command("index", short_help="Index documents into a Milvus store (incremental).")(index)

@@ -37,5 +37,5 @@ def schema(markdown: bool = typer.Option(False, "--markdown", help="Print the re
 
 
 def register(app: typer.Typer) -> None:
-    app.command("methods")(methods)
-    app.command("schema")(schema)
+    app.command("methods", short_help="List the finetuning methods.")(methods)
+    app.command("schema", short_help="Print the recipe JSON Schema.")(schema)

@@ -136,4 +136,4 @@ def _print_summary(result: dict, console) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("preview")(preview)
+    app.command("preview", short_help="Show what the model will see, after the data pipeline.")(preview)

@@ -49,4 +49,4 @@ def query(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("query")(query)
+    app.command("query", short_help="Search a store built by `llmtune index`.")(query)

@@ -42,4 +42,4 @@ def report(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("report")(report)
+    app.command("report", short_help="Summarise one run: plots, digest, metrics.")(report)

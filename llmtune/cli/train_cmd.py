@@ -42,4 +42,4 @@ def train(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    app.command("train", short_help="Train the model a recipe describes.")(train)

@@ -39,4 +39,4 @@ def validate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate")(validate)
+    app.command("validate", short_help="Check recipes against the schema; every error at once.")(validate)
