@@ -9,6 +9,7 @@ the file, so the readers keep the raw lines of the record being read (RecordLine
 
 from __future__ import annotations
 
+import csv
 from typing import Iterable, Iterator
 
 from llmtune.errors import DataError
@@ -42,14 +43,20 @@ class RecordLines:
         return line
 
 
-def records(reader, lines: RecordLines):
-    """reader's rows, with `lines` reset before each so that it holds only that row's lines."""
+def records(reader, lines: RecordLines, path):
+    """reader's rows, the header first, with `lines` reset before each so that it holds only
+    that row's lines. Where the reader's fields may be quoted (CSV, not TSV), a row that ran
+    to the end of the file on a quote that never closed is a DataError naming that line."""
+    quoted = reader.dialect.quoting != csv.QUOTE_NONE
     while True:
         lines.start, lines.current = reader.line_num + 1, []
         try:
-            yield next(reader)
+            values = next(reader)
         except StopIteration:
             return
+        if quoted:
+            refuse_unclosed_quote(path, lines, reader.dialect.delimiter)
+        yield values
 
 
 def unclosed_quote_line(lines: RecordLines, delimiter: str, quote: str = '"') -> int | None:
@@ -98,7 +105,9 @@ def refuse_unclosed_quote(path, lines: RecordLines, delimiter: str) -> None:
                         f"is written twice: \"\") or remove the stray one")
 
 
-def opened_on(lines: RecordLines, delimiter: str) -> str:
+def opened_on(lines: RecordLines, reader) -> str:
     """For csv's own errors (a field over its size limit): where a never-closed quote opened."""
-    opened = unclosed_quote_line(lines, delimiter)
+    if reader.dialect.quoting == csv.QUOTE_NONE:
+        return ""
+    opened = unclosed_quote_line(lines, reader.dialect.delimiter)
     return "" if opened is None else f"; the quoted field that opens on line {opened} never closes"

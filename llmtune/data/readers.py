@@ -120,18 +120,16 @@ def _read_json(path: Path, limit: int | None) -> list[Row]:
 def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
     import io
 
-    from llmtune.data.csv_quotes import RecordLines, opened_on, records, refuse_unclosed_quote
+    from llmtune.data.csv_quotes import RecordLines, opened_on, records
 
     rows = []
     lines = RecordLines(io.StringIO(_read_text(path), newline=""))
     # TSV text often contains quote characters that are not CSV quoting (SST-2 does).
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-    quoted = quoting != csv.QUOTE_NONE
+    rows_read = records(reader, lines, path)
     try:
-        header = next(reader, None)
-        if quoted:
-            refuse_unclosed_quote(path, lines, delimiter)
+        header = next(rows_read, None)
         if not header:
             raise DataError(f"{path}: no header row; the first line must name the columns")
         header = [h.strip() for h in header]
@@ -139,10 +137,8 @@ def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
         if repeated:
             raise DataError(f"{path}:1: column name(s) {', '.join(map(repr, repeated))} appear more than once "
                             f"in the header; rename them")
-        for values in records(reader, lines):
+        for values in rows_read:
             lineno = reader.line_num
-            if quoted:
-                refuse_unclosed_quote(path, lines, delimiter)
             if not values or all(not v.strip() for v in values):
                 continue
             if len(values) != len(header):
@@ -153,7 +149,7 @@ def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
                 break
     except csv.Error as exc:  # NUL bytes, a field over the size limit (often a quote never closed)
         raise DataError(f"{path}:{reader.line_num}: cannot parse this line ({exc})"
-                        f"{opened_on(lines, delimiter) if quoted else ''}") from None
+                        f"{opened_on(lines, reader)}") from None
     return rows
 
 

@@ -135,23 +135,19 @@ def _delimited_rows(path: Path, text_column: str, id_column: str | None, delimit
         # TSV text often holds quote characters that are not CSV quoting (SST-2 does).
         quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
         reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
-        quoted = quoting != csv.QUOTE_NONE
         try:
-            yield from _delimited_values(path, reader, lines, delimiter, quoted, text_column, id_column)
+            yield from _delimited_values(path, reader, lines, text_column, id_column)
         except csv.Error as exc:  # a field over csv's size limit (often a quote never closed), NUL bytes
             raise DataError(f"{path}:{reader.line_num}: cannot parse this line ({exc}); a quote opened and "
                             f"never closed swallows the lines after it: fix the quoting or remove the "
-                            f"line{opened_on(lines, delimiter) if quoted else ''}") from None
+                            f"line{opened_on(lines, reader)}") from None
 
 
-def _delimited_values(path: Path, reader, lines, delimiter: str, quoted: bool, text_column: str,
-                      id_column: str | None):
-    """quoted: fields may be quoted (CSV, not TSV), so a quote never closed is refused."""
-    from llmtune.data.csv_quotes import records, refuse_unclosed_quote
+def _delimited_values(path: Path, reader, lines, text_column: str, id_column: str | None):
+    from llmtune.data.csv_quotes import records
 
-    header = [h.strip() for h in next(reader, [])]
-    if quoted:
-        refuse_unclosed_quote(path, lines, delimiter)
+    rows_read = records(reader, lines, path)
+    header = [h.strip() for h in next(rows_read, [])]
     if not header:
         raise DataError(f"{path}:1: no header row; the first line must name the columns")
     for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
@@ -160,9 +156,7 @@ def _delimited_values(path: Path, reader, lines, delimiter: str, quoted: bool, t
     text_at = header.index(text_column)
     id_at = header.index(id_column) if id_column is not None else None
     index = 0
-    for values in records(reader, lines):
-        if quoted:
-            refuse_unclosed_quote(path, lines, delimiter)
+    for values in rows_read:
         if not values or all(not v.strip() for v in values):
             continue
         where = f"{path}:{reader.line_num}"
