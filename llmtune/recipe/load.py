@@ -158,12 +158,17 @@ def apply_override(raw: dict, item: str) -> tuple:
     return created or tuple(parts)
 
 
+def _one_method_config(recipe_cls) -> type[BaseModel] | None:
+    """The method options `recipe_cls` (a recipe_model) validates; None for the every-method union."""
+    annotation = recipe_cls.model_fields["method"].annotation
+    return annotation if isinstance(annotation, type) else None
+
+
 def _clean_loc(loc: tuple, raw: dict, model) -> tuple:
     # A discriminated union puts the tag in the path: ('method', 'lora', 'r') -> ('method', 'r').
-    # A recipe model of one method (schema.recipe_model) has no tag to take out.
+    # A recipe model of one method (recipe_model) has no tag to take out.
     loc = tuple(loc)
-    tagged = not isinstance(model.model_fields["method"].annotation, type)
-    if tagged and len(loc) >= 2 and loc[0] == "method":
+    if _one_method_config(model) is None and len(loc) >= 2 and loc[0] == "method":
         name = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
         if loc[1] == name:
             loc = (loc[0],) + loc[2:]
@@ -197,7 +202,7 @@ def _first(problems: list[str]) -> list[str]:
 def _describe(err: dict, loc: tuple, raw: dict, model) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        valid = _valid_keys(loc[:-1], raw, model)
+        valid = _valid_keys(loc[:-1], model)
         hint = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
         msg = "unknown key"
         if hint:
@@ -235,17 +240,15 @@ def _short_repr(value: Any) -> str:
     return short.repr(value)
 
 
-def _valid_keys(parent: tuple, raw: dict, recipe_cls) -> list[str]:
+def _valid_keys(parent: tuple, recipe_cls) -> list[str]:
     model: Any = recipe_cls
     for part in parent:
         if part == "method" and model is recipe_cls:
-            from llmtune.methods.registry import all_methods, find_method
-
-            name = raw.get("method", {}).get("name") if isinstance(raw.get("method"), dict) else None
-            method = find_method(name) or (all_methods().get(name) if isinstance(name, str) else None)
-            if method is None:
+            # recipe_model picked one method's options for any registered name; the union
+            # means the name is missing or unknown, and `name` is the one key to fix.
+            model = _one_method_config(recipe_cls)
+            if model is None:
                 return ["name"]
-            model = method.Config
             continue
         info = getattr(model, "model_fields", {}).get(part)
         if info is None:
