@@ -85,6 +85,46 @@ def test_chunked_loss_equals_full_logits_loss(name, method, monkeypatch):
     assert_same(loss_and_grads(model, rows, chunked=False), loss_and_grads(model, rows, chunked=True))
 
 
+def test_chunk_gradient_in_place_matches_autograd_on_extreme_logits():
+    """The in-place softmax-minus-one-hot of one chunk: autograd's cross-entropy and its
+    gradient, also for logits in the thousands (no overflow: the row maximum comes off first)."""
+    from torch.nn import functional as F
+
+    from llmtune.models.chunked_loss import _softmax_grad_
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(37, 301, generator=gen, dtype=torch.float64) * 3
+    logits[0] *= 2000
+    logits[1, 5] = 1e4
+    targets = torch.randint(0, 301, (37,), generator=gen)
+    targets[1] = 5
+    want_logits = logits.clone().requires_grad_(True)
+    want = F.cross_entropy(want_logits, targets, reduction="sum")
+    want.backward()
+    got = logits.clone()
+    loss = _softmax_grad_(got, targets)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(want.item(), rel=1e-12)
+    assert torch.allclose(got, want_logits.grad, atol=1e-12)
+
+
+def test_chunked_loss_reuses_one_cpu_workspace_across_steps(monkeypatch):
+    """One float32 chunk of logits is kept between steps on a CPU (fresh pages every step
+    otherwise); reusing it changes no loss or gradient, step after step."""
+    import llmtune.models.chunked_loss as chunked
+
+    monkeypatch.setattr(chunked, "LOGITS_PER_CHUNK", 7 * 512)
+    monkeypatch.setattr(chunked, "_WORKSPACES", {})
+    model = tiny_model("tiny-llama")
+    rows = examples()
+    first = loss_and_grads(model, rows, chunked=True)
+    (space,) = chunked._WORKSPACES.values()
+    assert space.shape[0] == chunked.chunk_rows(model.body.config.vocab_size)
+    space.fill_(float("nan"))  # what the last step left there must not matter
+    assert_same(first, loss_and_grads(model, rows, chunked=True), rel=0)
+    assert next(iter(chunked._WORKSPACES.values())) is space
+    assert_same(loss_and_grads(model, rows, chunked=False), first)
+
+
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
 @pytest.mark.parametrize("chunked", [False, True])
 def test_packed_rows_give_the_unpacked_loss_and_gradient(name, chunked):
