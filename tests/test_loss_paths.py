@@ -123,6 +123,28 @@ def test_chunked_loss_reuses_one_cpu_workspace_across_steps(monkeypatch):
     assert_same(first, loss_and_grads(model, rows, chunked=True), rel=0)
     assert next(iter(chunked._WORKSPACES.values())) is space
     assert_same(loss_and_grads(model, rows, chunked=False), first)
+    chunked.release_workspaces()
+    assert not chunked._WORKSPACES
+    assert_same(first, loss_and_grads(model, rows, chunked=True), rel=0)  # a new buffer, the same result
+
+
+def test_a_training_run_hands_the_chunk_buffer_back(tmp_path, monkeypatch):
+    """The loop releases the kept buffer when the run ends: a finished run holds no logits chunk."""
+    import llmtune.models.chunked_loss as chunked
+    from llmtune.console import Reporter
+    from llmtune.recipe import recipe_from_dict
+    from llmtune.train.session import run_recipe
+
+    seen = []
+    real = chunked._workspace
+    monkeypatch.setattr(chunked, "_workspace", lambda *a: seen.append(1) or real(*a))
+    data = tmp_path / "sft.jsonl"
+    data.write_text("\n".join('{"instruction": "say %d", "output": "%d %d"}' % (i, i, i + 1) for i in range(8)))
+    recipe = {"model": {"name": "tiny-llama"}, "data": {"task": "sft", "train": str(data), "eval_fraction": 0.0},
+              "method": {"name": "full"}, "train": {"max_steps": 2, "batch_size": 4}, "eval": {"generate": False}}
+    run_recipe(recipe_from_dict(recipe), Reporter(quiet=True), output=tmp_path / "run")
+    assert seen  # the run went through the chunked loss
+    assert not chunked._WORKSPACES
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])

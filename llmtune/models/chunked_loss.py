@@ -93,6 +93,12 @@ def _softmax_grad_(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 _WORKSPACES: dict = {}
 
 
+def release_workspaces() -> None:
+    """Hand the kept chunk buffers back (up to one chunk, 128 MiB, per vocabulary size); the
+    training loop calls it when a run ends."""
+    _WORKSPACES.clear()
+
+
 def _workspace(rows: int, vocab: int, device: torch.device) -> torch.Tensor | None:
     """One float32 chunk of logits on a CPU, kept between steps (see _softmax_grad_); on an
     accelerator its caching allocator already reuses the memory."""

@@ -32,6 +32,7 @@ from llmtune.data.prompt_style import describe as describe_rendering
 from llmtune.errors import UserError
 from llmtune.evaluate.supervised import evaluate_examples, headline
 from llmtune.methods.base import Outcome
+from llmtune.models.chunked_loss import release_workspaces
 from llmtune.models.chat_template import template_hash
 from llmtune.models.load import load_tokenizer
 from llmtune.train import checkpoint as ckpt
@@ -81,6 +82,7 @@ def fit(job, method) -> Outcome:
     try:
         return Loop(job, method, accelerator).run()
     finally:
+        release_workspaces()
         accelerator.end_training()  # without it, about one multi-process run in three aborts on exit
 
 
