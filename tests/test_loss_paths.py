@@ -108,8 +108,8 @@ def test_chunk_gradient_in_place_matches_autograd_on_extreme_logits():
 
 
 def test_chunked_loss_reuses_one_cpu_workspace_across_steps(monkeypatch):
-    """One float32 chunk of logits is kept between steps on a CPU (fresh pages every step
-    otherwise); reusing it changes no loss or gradient, step after step."""
+    """One float32 chunk of logits is kept between steps on a CPU (a fresh logits tensor
+    every step otherwise); reusing it changes no loss or gradient, step after step."""
     import llmtune.models.chunked_loss as chunked
 
     monkeypatch.setattr(chunked, "LOGITS_PER_CHUNK", 7 * 512)
