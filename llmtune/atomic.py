@@ -1,0 +1,47 @@
+"""Atomic file writes: a reader (or a run killed half-way) sees the old file or the new one,
+never half of one. Every file llmtune writes that someone may read while it is written, or
+that must survive a kill, goes through here."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def temp_name(path: Path) -> Path:
+    """A sibling name on the same filesystem (so `os.replace` is atomic), unique per process."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+@contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it replaces `path` in one rename, on an
+    exception it is removed and `path` is left as it was."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Indented, sorted keys, one trailing newline: stable files that diff well."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
