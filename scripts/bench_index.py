@@ -116,7 +116,7 @@ def bm25s_run(texts: list[str], queries: dict, k: int, tokenize) -> dict[str, li
 def bench_cranfield(args) -> dict:
     import bm25s
 
-    from llmtune.index.ir_metrics import evaluate_run
+    from llmtune.evaluate.ir_metrics import evaluate_run
     from llmtune.index.retrieve import Retriever, open_store
     from llmtune.index.sync import index_paths
 
@@ -163,7 +163,7 @@ def bench_cranfield(args) -> dict:
     runs["bm25s, whole documents, English stopwords"] = {q: [doc_ids[i] for i in stop[q]] for q in qids}
     metrics = {name: evaluate_run(run, qrels) for name, run in runs.items()}
     best_single = max(metrics["bm25"]["ndcg@10"], metrics["dense"]["ndcg@10"])
-    from llmtune.index.ir_metrics import ndcg_at_k
+    from llmtune.evaluate.ir_metrics import ndcg_at_k
 
     per_query = {m: [ndcg_at_k(runs[m][q], qrels.get(q, {}), 10) for q in qids] for m in ("bm25", "dense", "hybrid")}
     better = "bm25" if metrics["bm25"]["ndcg@10"] >= metrics["dense"]["ndcg@10"] else "dense"

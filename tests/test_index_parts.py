@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmtune.errors import UserError
-from llmtune.index.chunking import Chunker
+from llmtune.data.chunking import Chunker
 from llmtune.index.formats import Unreadable, read_sections
-from llmtune.index.ir_metrics import evaluate_run, ndcg_at_k, recall_at_k, reciprocal_rank
+from llmtune.evaluate.ir_metrics import evaluate_run, ndcg_at_k, recall_at_k, reciprocal_rank
 
 TEXT = ("Milvus stores vectors. " * 3 + "Boundary-layer transition is long-studied. "
         + "The quick brown fox jumps over the lazy dog while the naïve café owner watches. " * 6)

@@ -2,8 +2,6 @@
 
 - `formats`: a file -> its text sections (.txt, .md, .html, .pdf, .jsonl/.csv/.tsv/.parquet rows);
   an unreadable file raises `Unreadable` with the reason.
-- `chunking`: text -> windows of the embedding model's tokens with overlap, cut between
-  words where possible and always between tokens, with exact character offsets.
 - `settings`: what built a store (model, pooling, normalisation, chunking, index) and the
   refusal when a command asks for something else.
 - `store`: the Milvus client wrapper (Milvus Lite on a local `.db` path, or a server URI):
@@ -12,7 +10,9 @@
 - `retrieve`: dense, BM25 and hybrid (reciprocal rank fusion) search with source filters.
 - `answer`: retrieved chunks -> a prompt -> a local causal LM's greedy answer.
 - `demos`: demonstrations for in-context learning drawn from a store.
-- `ir_metrics`: nDCG@k, recall@k and MRR for the retrieval benchmark.
+
+The chunker (text -> token windows) is `llmtune.data.chunking` and the ranking metrics
+`llmtune.evaluate.ir_metrics`: training-time retrieval evaluation, on a lower floor, uses them too.
 
 Nothing here imports torch or pymilvus at module level.
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llmtune.errors import UserError
-from llmtune.index.chunking import Chunker, Piece
+from llmtune.data.chunking import Chunker, Piece, special_tokens
 from llmtune.index.settings import StoreSettings, canonical_model
 
 
@@ -59,13 +59,3 @@ def encoder_for(settings: StoreSettings, **kw) -> IndexEncoder:
     """The encoder that built an existing store."""
     return load_index_encoder(settings.model, pooling=settings.pooling, chunk_tokens=settings.chunk_tokens,
                               overlap=settings.overlap, max_length=settings.max_length, index=settings.index, **kw)
-
-
-def special_tokens(tok) -> tuple[list[int], list[int]]:
-    """The special tokens the tokenizer puts before and after a text ([CLS] / [SEP] for BERT)."""
-    with_sp = tok("a", add_special_tokens=True)["input_ids"]
-    bare = tok("a", add_special_tokens=False)["input_ids"]
-    for pos in range(len(with_sp) - len(bare) + 1):
-        if with_sp[pos:pos + len(bare)] == bare:
-            return with_sp[:pos], with_sp[pos + len(bare):]
-    return [], []

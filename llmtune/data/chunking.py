@@ -104,3 +104,13 @@ def _start_after(lo: int, end: int, bounds: _Bounds) -> int:
         if bounds.between_chars(i):
             return i
     return end
+
+
+def special_tokens(tok) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after a text ([CLS] / [SEP] for BERT)."""
+    with_sp = tok("a", add_special_tokens=True)["input_ids"]
+    bare = tok("a", add_special_tokens=False)["input_ids"]
+    for pos in range(len(with_sp) - len(bare) + 1):
+        if with_sp[pos:pos + len(bare)] == bare:
+            return with_sp[:pos], with_sp[pos + len(bare):]
+    return [], []
