@@ -90,7 +90,7 @@ def test_missing_and_directory_paths(tmp_path, write_recipe, cli):
     folder = tmp_path / "folder.tsv"
     folder.mkdir()
     res = cli("train", write_recipe(_recipe(str(folder))), "--output", tmp_path / "run2")
-    assert res.code == 2 and f"{folder}: not a file" in res.err
+    assert res.code == 2 and f"{folder}: a folder, not a data file" in res.err
 
 
 def test_eval_file_label_unseen_in_training_names_the_eval_row(tmp_path, write_recipe, cli):

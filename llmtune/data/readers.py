@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,9 @@ class Row:
 
 def read_rows(path: Path, limit: int | None = None) -> list[Row]:
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: file not found; check data paths (relative to the recipe's folder)")
-    if not path.is_file():
-        raise DataError(f"{path}: not a file (a directory?); point the data path at a data file")
+    problem = not_a_data_file(path)
+    if problem is not None:
+        raise DataError(f"{path}: {problem}")
     kind = SUFFIXES.get(path.suffix.lower())
     if kind == "gz":
         inner = Path(path.stem).suffix.lower()
@@ -48,6 +48,23 @@ def read_rows(path: Path, limit: int | None = None) -> list[Row]:
     if not rows:
         raise DataError(f"{path}: no rows found (only blank lines or a header?)")
     return rows[:limit] if limit else rows
+
+
+def not_a_data_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a data file (missing, a folder, a named pipe, a device), or
+    None for a regular file. A data file is read more than once (fingerprinted for the cache,
+    then read for its rows), which a pipe cannot give."""
+    try:
+        mode = Path(path).stat().st_mode
+    except FileNotFoundError:
+        return "file not found (paths are relative to the recipe's folder)"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder, not a data file; point the path at a file inside it"
+    kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+    return (f"{kind}, not a regular file; llmtune reads a data file more than once (to fingerprint it "
+            f"for the cache, then for its rows), so write the rows to a file first")
 
 
 def _read_text(path: Path, opener=open) -> str:

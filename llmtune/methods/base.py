@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from llmtune.strict_model import StrictModel
 
 
-class MethodConfig(BaseModel):
+class MethodConfig(StrictModel):
     """Base of every method's options. Subclasses add `name: Literal['<method>']`."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     def resolve_paths(self, base_dir: Path) -> "MethodConfig":
         """The same options with any path made absolute against the recipe's folder; called

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from llmtune.errors import UserError
 from llmtune.models import builtin, gguf_cache
+from llmtune.models.local_model import local_model_problem
 from llmtune.models.precision import weights_dtype
 
 CAUSAL_TASKS = frozenset({"causal_lm", "sft", "preference", "unpaired_preference", "prompts"})
@@ -32,8 +33,10 @@ def _hub_error(name: str, exc: Exception) -> UserError:
                      f"built-in names: {', '.join(builtin.BUILTIN_NAMES)}")
 
 
-def _looks_local(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or Path(name).expanduser().exists()
+def _refuse_a_non_model_folder(name: str, *, tokenizer_only: bool = False) -> None:
+    problem = local_model_problem(name, tokenizer_only=tokenizer_only)
+    if problem is not None:
+        raise UserError(f"model.name {name!r}: {problem}")
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None):
@@ -41,9 +44,8 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | N
 
     if name in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
         return builtin.load_tiny_tokenizer()
+    _refuse_a_non_model_folder(name, tokenizer_only=True)
     source = resolve_source(name)
-    if _looks_local(source) and not Path(source).expanduser().exists():
-        raise UserError(f"model.name {name!r}: no such folder; check the path")
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as exc:
@@ -65,6 +67,8 @@ def load_body(name: str, task: str, *, trust_remote_code: bool = False, revision
 
     if source is None and name in ("tiny-llama", "tiny-gpt2", "tiny-bert"):
         return builtin.build_tiny(name, task).to(weights_dtype(dtype))
+    if source is None:
+        _refuse_a_non_model_folder(name)
     src = str(source) if source is not None else resolve_source(name)
     cls = AutoModelForCausalLM if task in CAUSAL_TASKS else AutoModel
     # Always a dtype: without one transformers 5 loads a checkpoint in the dtype it was saved in.

@@ -12,6 +12,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError, create_model
 
 from llmtune.errors import RecipeError
+from llmtune.recipe.local_paths import (DATA_SOURCES, Problem, data_file_problems, model_folder_problems,
+                                        resolve_data_path)
 from llmtune.recipe.schema import _RecipeBase
 from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_lines
 
@@ -66,14 +68,14 @@ def recipe_from_dict(
                           f"not a {type(raw).__name__}")
     raw = copy.deepcopy(raw)
     _expand_shorthand(raw)
-    problems: list[str] = []
+    bad_overrides: list[str] = []
     owner: dict[tuple, str] = {}  # key path -> the --set key answerable for errors under it
     for item in overrides or []:
         try:
             keypath = apply_override(raw, item)
             owner[keypath] = item.partition("=")[0].strip()
         except ValueError as exc:
-            problems.append(f"--set {_short_repr(item)[1:-1]}: {exc}")
+            bad_overrides.append(f"--set {_short_repr(item)[1:-1]}: {exc}")
     _expand_shorthand(raw)  # again: `--set data.train=file.tsv` is the shorthand too
 
     def where(loc: tuple) -> str:
@@ -88,18 +90,27 @@ def recipe_from_dict(
         place, dotted = where(loc), _dotted(loc)
         return place if place == f"--set {dotted}" else f"{place} {dotted}"
 
+    def order(loc: tuple) -> tuple:
+        """Problems under a --set first (as given), then in the file's line order."""
+        if where(loc).startswith("--set "):
+            return (0, 0)
+        return (1, line_for(lines, loc) or 0)
+
     recipe = None
     method_name = raw["method"].get("name") if isinstance(raw.get("method"), dict) else None
     model = recipe_model(method_name if isinstance(method_name, str) else None)
+    found: list[Problem] = []
     try:
         recipe = model.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
             loc = _clean_loc(err["loc"], raw, model)
-            problems.append(f"{at(loc)}: {_describe(err, loc, raw, model)}")
-    problems.extend(_missing_files(raw, base_dir or Path.cwd(), at))
+            found.append((loc, _describe(err, loc, raw, model)))
+    found += data_file_problems(raw, base_dir or Path.cwd()) + model_folder_problems(raw)
     if recipe is not None:
-        problems.extend(_cross_checks(recipe, at))
+        found += _cross_checks(recipe)
+    found.sort(key=lambda problem: order(problem[0]))  # stable: one line's problems keep their order
+    problems = bad_overrides + [f"{at(loc)}: {text}" for loc, text in found]
     if problems:
         noun = "problem" if len(problems) == 1 else "problems"
         raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", _first(problems))
@@ -269,36 +280,6 @@ def _inner_model(annotation: Any):
     return None
 
 
-# Every place a recipe names a data file: checked at validate time, made absolute in a run.
-DATA_SOURCES = (("data", "train"), ("data", "eval"), ("eval", "demos"))
-
-
-def _missing_files(raw: dict, base_dir: Path, at) -> list[str]:
-    problems = []
-    for section, key in DATA_SOURCES:
-        parent = raw.get(section)
-        src = parent.get(key) if isinstance(parent, dict) else None
-        path = src.get("path") if isinstance(src, dict) else None
-        if not (isinstance(path, str) and path):
-            continue
-        loc = (section, key, "path")
-        try:
-            resolved = resolve_data_path(path, base_dir)
-            found = resolved.exists()
-        except (OSError, RuntimeError, ValueError) as exc:  # too long, NUL byte, `~nobody`
-            problems.append(f"{at(loc)}: not a usable path ({exc})")
-            continue
-        if not found:
-            problems.append(f"{at(loc)}: file not found: {resolved} "
-                            f"(paths are relative to the recipe's folder)")
-    return problems
-
-
-def resolve_data_path(path: str, base_dir: Path) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else (base_dir / p)
-
-
 def resolve_paths(recipe: _RecipeBase, base_dir: Path) -> _RecipeBase:
     """The recipe with every path it names made absolute, once: data files against the
     recipe's folder, and whatever paths the method's options hold (its `resolve_paths`).
@@ -318,15 +299,13 @@ def resolve_paths(recipe: _RecipeBase, base_dir: Path) -> _RecipeBase:
     return recipe.model_copy(update=sections)
 
 
-def _cross_checks(recipe: _RecipeBase, at) -> list[str]:
+def _cross_checks(recipe: _RecipeBase) -> list[Problem]:
     from llmtune.methods.registry import get_method
 
-    problems = []
+    problems: list[Problem] = []
     method = get_method(recipe.method.name)
     if recipe.data.task not in method.tasks:
-        loc = ("method", "name")
-        problems.append(
-            f"{at(loc)}: method {recipe.method.name!r} does not train task "
-            f"{recipe.data.task!r} (data.task); it trains: {', '.join(sorted(method.tasks))}"
-        )
+        problems.append((("method", "name"),
+                         f"method {recipe.method.name!r} does not train task {recipe.data.task!r} (data.task); "
+                         f"it trains: {', '.join(sorted(method.tasks))}"))
     return problems

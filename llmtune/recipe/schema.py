@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
+
+from llmtune.recipe.template_check import check_template
+from llmtune.strict_model import StrictModel
 
 
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+class Section(StrictModel):
+    """A recipe section: unknown keys, NaN/inf and booleans for numbers are errors."""
 
 
 class ModelSection(Section):
@@ -158,10 +161,16 @@ class DataSection(Section):
         return data
 
 
+MAX_EPOCHS = 10_000
+"""More passes than this is a mistake (`1e300` would plan a step count of 300 digits), not a plan."""
+MAX_STEPS = 10**9
+"""A billion optimizer steps is beyond any run this tool makes; a larger count is a typo."""
+
+
 class TrainSection(Section):
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, le=MAX_EPOCHS)
     """Passes over the training rows (fractions allowed)."""
-    max_steps: int | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, gt=0, le=MAX_STEPS)
     """Stop after this many optimizer steps (overrides `epochs`)."""
     batch_size: int = Field(16, gt=0)
     """Examples per forward pass, per process."""
@@ -240,18 +249,6 @@ class TrainSection(Section):
     @classmethod
     def _distinct_trackers(cls, value: list[str]) -> list[str]:
         return list(dict.fromkeys(value))
-
-
-def _check_template(source: str) -> str:
-    """A template must parse; parsing in the sandbox never runs any of it."""
-    from jinja2 import TemplateSyntaxError
-    from jinja2.sandbox import SandboxedEnvironment
-
-    try:
-        SandboxedEnvironment().parse(source)
-    except TemplateSyntaxError as exc:
-        raise ValueError(f"not a valid Jinja template (template line {exc.lineno}: {exc.message})") from None
-    return source
 
 
 class GenerationOptions(Section):
@@ -337,7 +334,7 @@ class EvalSection(Section):
     label_score: Literal["sum", "mean"] = "sum"
     """How a multi-token verbaliser's token log-probabilities combine: `sum` (the
     sequence's log-likelihood) or `mean` (per token, favours no length)."""
-    templates: list[Annotated[str, AfterValidator(_check_template)]] | None = Field(None, min_length=1)
+    templates: list[Annotated[str, AfterValidator(check_template)]] | None = Field(None, min_length=1)
     """Jinja templates for the query part of a prompt, rendered with the row's fields (your
     column names, plus `text`/`text_pair` or `instruction`/`input` as mapped by
     `data.columns`; the answer column is withheld). Rendered in a sandbox. With several,

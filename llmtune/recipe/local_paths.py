@@ -1,0 +1,59 @@
+"""What a recipe names on this machine, checked at validate time without loading anything:
+its data files (present, and regular files) and a local `model.name` (a model folder).
+
+Each check returns problems as (key path, message) pairs; the loader says where each key
+is (file:line or `--set`) and lists them in the file's order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmtune.data.readers import not_a_data_file
+from llmtune.models.local_model import local_model_problem
+
+KeyPath = tuple[Any, ...]
+Problem = tuple[KeyPath, str]
+
+DATA_SOURCES = (("data", "train"), ("data", "eval"), ("eval", "demos"))
+"""Every place a recipe names a data file: checked at validate time, made absolute in a run."""
+
+
+def resolve_data_path(path: str, base_dir: Path) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (base_dir / p)
+
+
+def data_file_problems(raw: dict, base_dir: Path) -> list[Problem]:
+    problems: list[Problem] = []
+    for section, key in DATA_SOURCES:
+        parent = raw.get(section)
+        src = parent.get(key) if isinstance(parent, dict) else None
+        path = src.get("path") if isinstance(src, dict) else None
+        if not (isinstance(path, str) and path):
+            continue
+        loc = (section, key, "path")
+        try:
+            resolved = resolve_data_path(path, base_dir)
+            if not resolved.exists():
+                problems.append((loc, f"file not found: {resolved} (paths are relative to the recipe's folder)"))
+                continue
+            problem = not_a_data_file(resolved)
+        except (OSError, RuntimeError, ValueError) as exc:  # too long, NUL byte, `~nobody`
+            problems.append((loc, f"not a usable path ({exc})"))
+            continue
+        if problem is not None:
+            problems.append((loc, f"{resolved}: {problem}"))
+    return problems
+
+
+def model_folder_problems(raw: dict) -> list[Problem]:
+    model = raw.get("model")
+    name = model.get("name") if isinstance(model, dict) else None
+    if not (isinstance(name, str) and name):
+        return []
+    try:
+        problem = local_model_problem(name)
+    except (OSError, RuntimeError, ValueError) as exc:
+        problem = f"not a usable path ({exc})"
+    return [(("model", "name"), problem)] if problem else []
