@@ -210,3 +210,19 @@ def test_method_trains_saves_and_reloads(scenario, name, opts, scenarios, tmp_pa
     with torch.no_grad():
         got = sc.forward(reloaded)[1]
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+
+def test_result_kind_says_which_runs_hold_a_causal_lm():
+    """chat, generate, serve and GGUF export ask the method what a run holds, not its name."""
+    from llmtune.methods.registry import get_method
+
+    def kind(name: str, task: str) -> str:
+        cls = get_method(name)
+        return cls(cls.Config(name=name)).result_kind(task)
+
+    assert kind("lora", "sft") == "causal_lm"
+    assert kind("lora", "classification") == "classifier"
+    assert kind("prefix", "causal_lm") == "causal_lm"
+    assert kind("dpo", "preference") == "causal_lm"
+    assert kind("reward", "preference") == "reward"

@@ -106,6 +106,12 @@ class Method:
     def __init__(self, config: MethodConfig):
         self.config = config
 
+    def result_kind(self, task: str) -> str:
+        """What a trained run of this method on `task` holds: `causal_lm` (a model that generates
+        text: chat, generate, serve and GGUF export take it), `classifier` (llmtune's pooled head
+        over the body) or `reward` (a one-score sequence classifier)."""
+        return "classifier" if task == "classification" else "causal_lm"
+
     # -- building -----------------------------------------------------------------------
     def apply(self, body, *, causal: bool):
         """Freeze or wrap `body` so that exactly the method's parameters require grad;

@@ -73,6 +73,9 @@ class TrlMethod(Method):
         return frozen_copy(load_policy(setup.recipe))
 
     # -- Method hooks ---------------------------------------------------------------------
+    def result_kind(self, task: str) -> str:
+        return "reward" if self.model_kind == "reward" else "causal_lm"
+
     def fit(self, job):
         from llmtune.methods.preference._runner import fit_trl
 
