@@ -100,18 +100,27 @@ def encode_classification(rows, tok, cfg, names: list[str], stats: EncodeStats) 
     if not keep:
         raise DataError(f"{_source(rows)}: every row has an empty {c.text!r}; nothing to train on")
     labels = [label_id(r, r.data[c.label], names) for r in keep if _label_text(r, c.label)]
-    tok.truncation_side = cfg.truncation_side
-    ids = tok(texts, pairs or None, truncation=False, verbose=False)["input_ids"]
+    ids, truncated = tokenize_classification(tok, texts, pairs or None, cfg.max_length, cfg.truncation_side)
+    stats.truncated += truncated
+    return [{"input_ids": x, "label": y} for x, y in zip(ids, labels)]
+
+
+def tokenize_classification(tok, texts: list[str], pairs: list[str] | None, max_length: int,
+                            truncation_side: str) -> tuple[list[list[int]], int]:
+    """Token ids of classification inputs (texts, optionally paired) as training saw them, and
+    how many were cut to max_length. `llmtune serve` classifies through this too, so a served
+    run reads its inputs exactly as it was trained and evaluated."""
+    tok.truncation_side = truncation_side
+    ids = tok(texts, pairs, truncation=False, verbose=False)["input_ids"]
     # Tokenize once; only the few over-long rows go through the tokenizer's truncation
     # (which knows how to cut sentence pairs and keep the special tokens).
-    long = [i for i, x in enumerate(ids) if len(x) > cfg.max_length]
+    long = [i for i, x in enumerate(ids) if len(x) > max_length]
     if long:
-        stats.truncated += len(long)
         cut = tok([texts[i] for i in long], [pairs[i] for i in long] if pairs else None,
-                  truncation=True, max_length=cfg.max_length)["input_ids"]
+                  truncation=True, max_length=max_length)["input_ids"]
         for i, x in zip(long, cut):
             ids[i] = x
-    return [{"input_ids": x, "label": y} for x, y in zip(ids, labels)]
+    return ids, len(long)
 
 
 def _source(rows: list[Row]) -> str:

@@ -34,6 +34,9 @@ class Loaded:
     Normalize module); None when it does not say."""
     differs: list[str] = field(default_factory=list)
     """Modules of the model's own pipeline that llmtune does not run."""
+    model: object = None
+    """A run's whole TaskModel, its body being `body` (merged where the method merges) and
+    its head the trained one; None for a plain model. `llmtune serve` classifies with it."""
 
 
 def run_dir_of(source: str) -> Path | None:
@@ -71,11 +74,11 @@ def _load_run(run: Path, source: str) -> Loaded:
     if method.trains_itself and info.get("task") != "classification":
         raise UserError(f"{run}: this run's method ({info.get('method')}) saves no model that embeds text")
     model, tok = target.trained_model(), target.tokenizer()
-    body = method.merge(model.body) if method.can_merge else model.body
+    model.body = method.merge(model.body) if method.can_merge else model.body
     r = target.recipe
     pooling = info.get("pooling") or (r.model.pooling if r.data.task == "classification" else None)
     # The run's max_length: what the model saw in training.
-    return Loaded(tok, body, source, pooling=pooling, info=info, max_length=r.data.max_length)
+    return Loaded(tok, model.body, source, pooling=pooling, info=info, max_length=r.data.max_length, model=model)
 
 
 def _model_max_length(name: str, tok, body) -> int:

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from llmtune.console import Reporter
 from llmtune.errors import DataError
 from llmtune.embed.inputs import count_rows, input_kind, read_chunks
 from llmtune.embed.writers import check_output, open_writer, output_path
+
+if TYPE_CHECKING:
+    from llmtune.embed.loading import Loaded
+    from llmtune.models.encoder import Encoder
 
 CHUNK_ROWS = 8192
 """Rows read, embedded and written at a time: memory stays flat whatever the input size,
@@ -17,6 +22,24 @@ and length sorting inside a chunk this size leaves almost no padding."""
 
 def default_output(input_path: Path) -> Path:
     return Path.cwd() / f"{Path(input_path).stem}.embeddings.parquet"
+
+
+def encoder_for(loaded: Loaded, *, pooling: str | None = None, normalize: bool | None = None,
+                max_length: int | None = None, truncation_side: str = "right", batch_size: int = 32,
+                precision: str = "auto", reporter: Reporter | None = None) -> Encoder:
+    """The encoder `llmtune embed` uses for `loaded`: what is not given defaults to the model's
+    own (a run's pooling and max_length; a sentence-transformers folder's pooling and
+    normalisation), else mean pooling, no normalising, 512 tokens. `llmtune serve` embeds
+    through this too, so a served vector is the vector `llmtune embed` writes."""
+    from llmtune.models.encoder import Encoder
+
+    if loaded.differs and pooling is None and reporter is not None:
+        reporter.warn(f"{loaded.source}: its sentence-transformers pipeline has {', '.join(loaded.differs)}, which "
+                      f"llmtune does not run; these vectors differ from SentenceTransformer(...).encode")
+    return Encoder(loaded.tokenizer, loaded.body, pooling=pooling or loaded.pooling or "mean",
+                   normalize=bool(loaded.normalize) if normalize is None else normalize,
+                   max_length=max_length or loaded.max_length or 512, truncation_side=truncation_side,
+                   batch_size=batch_size, precision=precision)
 
 
 def embed_file(model: str, input_path: Path, out: Path | None = None, *, text_column: str = "text",
@@ -28,7 +51,6 @@ def embed_file(model: str, input_path: Path, out: Path | None = None, *, text_co
     `out`. `pooling` and `normalize` default to the model's own (a run's pooling; a
     sentence-transformers folder's pipeline), else mean pooling without normalising. Returns
     a summary (rows, dim, settings, timings)."""
-    from llmtune.models.encoder import Encoder
     from llmtune.embed.loading import load_for_embedding
 
     rep = reporter or Reporter(quiet=True)
@@ -38,14 +60,9 @@ def embed_file(model: str, input_path: Path, out: Path | None = None, *, text_co
     check_output(out, input_path, sidecar_ids=id_column is not None)
     start = time.perf_counter()
     loaded = load_for_embedding(model, trust_remote_code=trust_remote_code)
-    if normalize is None:
-        normalize = bool(loaded.normalize)
-    if loaded.differs and pooling is None:
-        rep.warn(f"{model}: its sentence-transformers pipeline has {', '.join(loaded.differs)}, which llmtune "
-                 f"does not run; these vectors differ from SentenceTransformer(...).encode")
-    encoder = Encoder(loaded.tokenizer, loaded.body, pooling=pooling or loaded.pooling or "mean",
-                      normalize=normalize, max_length=max_length or loaded.max_length or 512,
-                      truncation_side=truncation_side, batch_size=batch_size, precision=precision)
+    encoder = encoder_for(loaded, pooling=pooling, normalize=normalize, max_length=max_length,
+                          truncation_side=truncation_side, batch_size=batch_size, precision=precision, reporter=rep)
+    normalize = encoder.normalize
     settings = {"model": model, "pooling": encoder.pooling, "normalize": normalize,
                 "max_length": encoder.max_length, "truncation_side": truncation_side,
                 "dtype": str(next(encoder.body.parameters()).dtype).removeprefix("torch."),
