@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from llmtune.serve.access import authorized
 from llmtune.serve.api_errors import ApiError, error_body, unauthorized, validation_param
 # pydantic only (no FastAPI): FastAPI reads the routes' annotations from this module's names.
-from llmtune.serve.schemas import ClassifyRequest, EmbeddingsRequest
+from llmtune.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, EmbeddingsRequest
 
 if TYPE_CHECKING:
     from llmtune.serve.context import Context
@@ -78,7 +78,7 @@ def build_app(ctx: Context, lifespan=None):
 
 
 def _routes(app, ctx: Context) -> None:
-    from llmtune.serve import routes_encode
+    from llmtune.serve import routes_encode, routes_generate
 
     @app.get("/health")
     async def health() -> dict:
@@ -97,3 +97,11 @@ def _routes(app, ctx: Context) -> None:
     @app.post("/v1/classify")
     async def classify(body: ClassifyRequest) -> dict:
         return await routes_encode.classify(body, ctx)
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: ChatRequest):
+        return await routes_generate.chat(body, ctx)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest):
+        return await routes_generate.completions(body, ctx)
