@@ -56,9 +56,12 @@ def _open_run(run: Path, model_id: str, reporter) -> Served:
     from llmtune.runs.open import open_run
 
     target = open_run(run)
-    task = target.info.get("task") or target.recipe.data.task
-    if task == "classification":
+    kind = target.method.result_kind(target.info.get("task") or target.recipe.data.task)
+    if kind == "classifier":
         return _open_classifier(run, model_id, target, reporter)
+    if kind == "reward":
+        raise UserError(f"{run}: a reward model (one score per text); `llmtune serve` serves causal LMs, "
+                        f"classification runs and encoders. Score with it through `llmtune eval {run}`")
     return _open_causal(str(run), model_id, reporter)
 
 
