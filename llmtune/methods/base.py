@@ -1,10 +1,13 @@
-"""What a method is: how it wraps the model's body, which of its parameters train, what is saved.
+"""The method contract: everything the rest of llmtune may ask of a method is declared on
+`Method` below, with what it means. Callers outside llmtune/methods use these names only
+(no getattr/hasattr reaches onto a method or its options; tests/test_method_contract.py
+holds it); a method answers by overriding them.
 
 A method sees only the body (the transformers model). The run around it builds the body,
 adds and trains the task head (the pooled classifier of a classification run), saves it,
 and owns the run's life (run directory, manifest, metrics, signals, final/). Most methods
 train in the run's own loop; a method that trains in its own way (through trl, or by
-fitting a closed-form model) sets `trains_itself` and implements `fit(job)`.
+fitting a closed-form model) sets `trains_itself` and implements `fit(job)` (methods/job.py).
 
 Nothing here imports torch or anything from llmtune.train: the run calls methods, never
 the other way round.
@@ -12,12 +15,13 @@ the other way round.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from llmtune.strict_model import StrictModel
+
+if TYPE_CHECKING:
+    from llmtune.methods.job import Job, Outcome
 
 
 class MethodConfig(StrictModel):
@@ -33,75 +37,32 @@ class MethodConfig(StrictModel):
 SUPERVISED_TASKS = frozenset({"classification", "causal_lm", "sft"})
 
 
-class Job(Protocol):
-    """What the run hands a method that trains itself (`Method.fit`)."""
-
-    recipe: Any
-    """The resolved recipe (every path absolute)."""
-    reporter: Any
-    checkpoints: Path
-    """The folder for this method's resumable state."""
-    resume: bool
-    """Continue from the newest checkpoint in `checkpoints` (if there is one)."""
-    interactive: bool
-    """Whether a person watches (a terminal): progress bars may be drawn."""
-
-    def begin(self, manifest: dict, resumed_step: int = 0) -> None:
-        """Training is about to start: record what the run is (data, tokenizer, parameters),
-        check a resumed run against its manifest, drop metrics past `resumed_step`."""
-
-    def log(self, record: dict) -> None:
-        """One metrics.jsonl record (`step` first); only the main process writes."""
-
-    def stop_requested(self) -> int | None:
-        """The signal (SIGINT/SIGTERM) asking the run to checkpoint and stop, if any."""
-
-
-@dataclass
-class Outcome:
-    """What a finished (or interrupted) training leaves for the run to record and save."""
-
-    steps: int
-    trainable_parameters: int
-    total_parameters: int
-    tokenizer: Any
-    model: Any = None
-    """The trained TaskModel: the run saves `method.save(model.body)`, the head and the tokenizer."""
-    save: Callable[[Path], None] | None = None
-    """Instead of `model`: writes the trained model's files into final/ (trl trainers)."""
-    eval: dict = field(default_factory=dict)
-    """Metrics of the final evaluation (full form; the manifest keeps the headline)."""
-    info: dict = field(default_factory=dict)
-    """Extra llmtune.json fields (how to load and use final/)."""
-    manifest: dict = field(default_factory=dict)
-    """Extra manifest fields known only at the end."""
-    train_tokens: int | None = None
-    """Real (non-padding) tokens trained on, when the trainer counts them."""
-    train_seconds: float | None = None
-    """Training time, when the trainer knows it better than the run's clock (a resumed run's
-    earlier segments included)."""
-    eval_rows: int | None = None
-    """How many rows the final evaluation scored."""
-    stopped_by: int | None = None
-    """A signal stopped training after a checkpoint: the run is to be resumed."""
-    diverged: str | None = None
-    """Why training stopped on a non-finite loss or gradient (the run fails, exit 1)."""
-    last_checkpoint: Path | None = None
-    """The newest complete checkpoint, named in stop and divergence messages."""
-
-
 class Method:
     name: ClassVar[str]
+    """What recipes write as `method.name`."""
     Config: ClassVar[type[MethodConfig]]
+    """The method's options (the recipe's `method` section)."""
     summary: ClassVar[str]
+    """One line for `llmtune methods`."""
     tasks: ClassVar[frozenset[str]] = SUPERVISED_TASKS
+    """The `data.task`s it trains."""
     can_merge: ClassVar[bool] = False
+    """Whether `merge` folds what it trained into plain base weights."""
     trains_itself: ClassVar[bool] = False
     """True for methods that implement `fit` (the run's loop is not used)."""
-    virtual_tokens_at: ClassVar[str | None] = None
-    """Methods that learn positions which are not input tokens (`config.num_virtual_tokens` of
-    them): `input` (in front of the input) or `attention` (in front of every layer's keys and
-    values). `llmtune preview` shows them as such."""
+    model_kind: ClassVar[Literal["task", "policy", "reward"]] = "task"
+    """What training builds: `task`, llmtune's TaskModel (the body and the task's head,
+    assembled by the run); `policy`, a causal LM the method loads itself (`load_model`) and
+    trains through trl; `reward`, a one-score sequence classifier, likewise."""
+    uses_reference: ClassVar[bool] = False
+    """Whether training compares the model with a frozen copy of where it started (DPO, KTO, RL)."""
+    peft_form: ClassVar[bool] = False
+    """Whether the method, whose own saved form is not peft's, can also write what it trained
+    in a form plain peft loads (`to_peft`); `llmtune export` adds it beside the method's files."""
+    virtual_tokens_at: ClassVar[Literal["input", "attention"] | None] = None
+    """Methods that learn positions which are not input tokens (`virtual_tokens` of them):
+    `input` (in front of the input) or `attention` (in front of every layer's keys and
+    values). `llmtune preview` shows them as such; packed rows cannot hold them."""
 
     def __init__(self, config: MethodConfig):
         self.config = config
@@ -112,11 +73,33 @@ class Method:
         over the body) or `reward` (a one-score sequence classifier)."""
         return "classifier" if task == "classification" else "causal_lm"
 
+    @property
+    def virtual_tokens(self) -> int:
+        """How many learned positions the method adds where `virtual_tokens_at` says (0: none)."""
+        return 0
+
+    def holds_reference_copy(self) -> bool:
+        """Whether training keeps a whole frozen copy of the starting model beside the one it
+        trains (with LoRA the frozen base is the reference, so no copy is kept)."""
+        return False
+
+    def generated_tokens(self) -> int:
+        """Tokens each training row grows by while training generates (online RL's completions)."""
+        return 0
+
     # -- building -----------------------------------------------------------------------
-    def apply(self, body, *, causal: bool):
+    def apply(self, body: Any, *, causal: bool) -> Any:
         """Freeze or wrap `body` so that exactly the method's parameters require grad;
         return the body to train (the same object, or a wrapper around it)."""
         raise NotImplementedError
+
+    def load_model(self, recipe: Any, tok: Any) -> Any:
+        """The model to train, for methods that load their own (`model_kind` policy or reward)."""
+        raise NotImplementedError(f"method {self.name!r} trains the run's task model")
+
+    def prepare_rows(self, rows: list[dict], tok: Any, recipe: Any) -> list[dict]:
+        """Adjust normalised preference rows before training sees them (e.g. cut over-long prompts)."""
+        return rows
 
     def body_source(self, base: str, final_dir: Path) -> str:
         """Where the body of a trained run loads from: the base model, or final/ if the
@@ -124,23 +107,33 @@ class Method:
         return base
 
     # -- saving and loading -------------------------------------------------------------
-    def save(self, body, out_dir: Path) -> None:
+    def save(self, body: Any, out_dir: Path) -> None:
         """Write only what the method trained, in a form plain transformers/peft can load."""
 
-    def load(self, body, from_dir: Path, *, causal: bool):
+    def load(self, body: Any, from_dir: Path, *, causal: bool) -> Any:
         """Put what `save` wrote back onto a freshly built base body; return the body."""
         return body
 
-    def merge(self, body):
+    def merge(self, body: Any) -> Any:
         """Return a plain transformers body with the method folded in (only if can_merge)."""
         raise NotImplementedError(f"method {self.name!r} cannot be merged into the base weights")
+
+    def to_peft(self, body: Any, out_dir: Path, *, causal: bool) -> bool:
+        """Write what the method trained (`body`: the loaded trained body) in a form plain peft
+        loads, for `llmtune export` (only where `peft_form`); returns whether it wrote anything."""
+        return False
 
     # -- training and evaluation for methods that train themselves ----------------------
     def fit(self, job: Job) -> Outcome:
         """Train (only for `trains_itself` methods)."""
         raise NotImplementedError(f"method {self.name!r} trains in the run's loop")
 
-    def evaluate(self, recipe, final_dir: Path | None, limit: int | None, reporter) -> dict[str, Any] | None:
+    def resumable_checkpoint(self, checkpoints: Path) -> Path | None:
+        """The newest checkpoint the method's own training (`fit`) left in `checkpoints` that a
+        resume continues from; None when there is none or the run's loop keeps the checkpoints."""
+        return None
+
+    def evaluate(self, recipe: Any, final_dir: Path | None, limit: int | None, reporter: Any) -> dict[str, Any] | None:
         """Score a trained run (final_dir) or the base model (None) for `llmtune eval`.
 
         Return None to use the supervised evaluation (classification / causal LM); methods
@@ -151,7 +144,3 @@ class Method:
 def freeze(module) -> None:
     for p in module.parameters():
         p.requires_grad_(False)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

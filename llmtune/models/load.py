@@ -22,7 +22,7 @@ def resolve_source(name: str) -> str:
     return name
 
 
-def _hub_error(name: str, exc: Exception) -> UserError:
+def hub_error(name: str, exc: Exception) -> UserError:
     offline = os.environ.get("HF_HUB_OFFLINE") == "1"
     hint = (
         "HF_HUB_OFFLINE=1 is set, so only cached hub models load"
@@ -49,7 +49,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | N
     try:
         tok = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as exc:
-        raise _hub_error(name, exc) from None
+        raise hub_error(name, exc) from None
     if tok.pad_token is None:
         # Decoder tokenizers often ship without a pad token; padding positions are
         # masked out of attention and loss, so reusing EOS is safe.
@@ -76,4 +76,4 @@ def load_body(name: str, task: str, *, trust_remote_code: bool = False, revision
     try:
         return cls.from_pretrained(src, **kwargs)
     except (OSError, ValueError) as exc:
-        raise _hub_error(name, exc) from None
+        raise hub_error(name, exc) from None

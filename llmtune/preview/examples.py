@@ -69,7 +69,7 @@ def preference(recipe, tok, split: str, method) -> PreviewData:
     rows = method.prepare_rows(rows, tok, recipe) if rows else []
     max_length = recipe.data.max_length
     examples, truncated, dropped = [], 0, 0
-    scores_whole = getattr(method, "model_kind", "policy") == "reward"
+    scores_whole = method.model_kind == "reward"
     for row in rows:
         if "chosen" in row:
             seqs = _paired(row, tok, scores_whole)

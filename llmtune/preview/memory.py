@@ -83,17 +83,15 @@ def model_shape(recipe, method, labels, tok) -> ModelShape:
     import torch
 
     cfg = _config(recipe, tok)
-    kind = getattr(method, "model_kind", None)
+    build = _supervised_shape if method.model_kind == "task" else _trl_shape
     try:
         with torch.device("meta"):
-            return _supervised_shape(recipe, method, labels, cfg) if kind is None else \
-                _trl_shape(recipe, method, cfg, kind)
+            return build(recipe, method, labels, cfg)
     except (RuntimeError, NotImplementedError, ValueError):  # meta tensors have no values to read
         if _parameters_on_meta(cfg, recipe) > REAL_BUILD_LIMIT:
             raise
         with torch.device("cpu"):
-            return _supervised_shape(recipe, method, labels, cfg) if kind is None else \
-                _trl_shape(recipe, method, cfg, kind)
+            return build(recipe, method, labels, cfg)
 
 
 def _parameters_on_meta(cfg, recipe) -> int:
@@ -125,23 +123,19 @@ def _supervised_shape(recipe, method, labels, cfg) -> ModelShape:
     return ModelShape(*_sizes(model), body_trains, cfg, causal)
 
 
-def _trl_shape(recipe, method, cfg, kind: str) -> ModelShape:
+def _trl_shape(recipe, method, labels, cfg) -> ModelShape:
+    """A model the method loads itself (a trl policy or reward model), wrapped as it trains."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from llmtune.methods.preference.options import peft_config
-
-    section = getattr(method.config, "peft", None)
+    kind = method.model_kind
     if kind == "reward":
         cfg.num_labels = 1
         model = AutoModelForSequenceClassification.from_config(cfg, **_dtype_kwargs(recipe))
     else:
         model = AutoModelForCausalLM.from_config(cfg, **_dtype_kwargs(recipe))
     _, base, base_bytes, _ = _sizes(model)
-    if section is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, peft_config(section, sequence_classifier=kind == "reward"))
-    keeps_copy = getattr(method, "uses_reference", False) and section is None
+    model = method.apply(model, causal=kind != "reward")
+    keeps_copy = method.holds_reference_copy()
     return ModelShape(*_sizes(model), True, cfg, kind != "reward", base if keeps_copy else 0,
                       base_bytes if keeps_copy else 0)
 

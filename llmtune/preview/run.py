@@ -12,11 +12,9 @@ SUPERVISED = ("classification", "causal_lm", "sft")
 def virtual_tokens(method) -> dict | None:
     """Learned positions that are not tokens of the input: a soft prompt's (in front of the
     input) or a prefix's (in front of every attention layer's keys and values)."""
-    where = getattr(method, "virtual_tokens_at", None)
-    n = getattr(method.config, "num_virtual_tokens", None)
-    if where is None or not n:
+    if method.virtual_tokens_at is None or not method.virtual_tokens:
         return None
-    return {"where": where, "count": n}
+    return {"where": method.virtual_tokens_at, "count": method.virtual_tokens}
 
 
 def preview_recipe(loaded, n: int, split: str, time_steps: int, reporter) -> dict:
@@ -68,7 +66,7 @@ def _memory(r, method, data, tok, stats, reporter) -> dict:
     pairs = r.data.task in ("preference", "unpaired_preference")
     sequences = r.train.batch_size * (2 if pairs else 1)
     # Online RL trains on prompt + generated completion: count the completion budget in.
-    length = int(stats["max"]) + getattr(method.config, "max_completion_length", 0)
+    length = int(stats["max"]) + method.generated_tokens()
     out = estimate(shape, r, sequences, length)
     out.update({"trainable_parameters": shape.trainable, "total_parameters": shape.total,
                 "trainable_percent": round(100 * shape.trainable / max(shape.total, 1), 4)})

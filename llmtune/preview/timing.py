@@ -115,19 +115,14 @@ def time_preference(recipe, method, examples, tok, steps: int) -> dict | None:
 
     if recipe.data.task == "prompts":
         return None
-    from llmtune.methods.preference._models import frozen_copy
-    from llmtune.methods.preference.options import peft_config
+    from llmtune.device import default_device
 
     t = recipe.train
     torch.manual_seed(t.seed)
     model = method.load_model(recipe, tok)
-    section = getattr(method.config, "peft", None)
-    reference = frozen_copy(model) if getattr(method, "uses_reference", False) and section is None else None
-    if section is not None:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, peft_config(section, sequence_classifier=method.model_kind == "reward"))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    reference = _frozen_copy(model) if method.holds_reference_copy() else None
+    model = method.apply(model, causal=method.model_kind != "reward")
+    device = default_device()
     model.to(device).train()
     if reference is not None:
         reference.to(device)
@@ -161,3 +156,12 @@ def time_preference(recipe, method, examples, tok, steps: int) -> dict | None:
     return _result(_time(step, steps), max(1, steps_per_epoch),
                    "policy forward + backward on both sequences of each pair" +
                    (" and the reference's forward" if reference is not None else ""))
+
+
+def _frozen_copy(model):
+    """The reference the method keeps: the model as it starts, never updated."""
+    import copy
+
+    reference = copy.deepcopy(model).eval()
+    reference.requires_grad_(False)
+    return reference

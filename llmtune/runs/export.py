@@ -49,7 +49,7 @@ def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, report
             files = _write_adapter_only(final, tmp, run_dir)
             form = "adapter-only"
             message = _adapter_only_message(method, r.model.name, run_dir, final)
-            if hasattr(method, "to_peft"):
+            if method.peft_form:
                 files, message = _add_peft_form(target, tmp, run_dir, message)
         if out.exists():
             shutil.rmtree(out)
@@ -145,7 +145,7 @@ def _add_peft_form(target, tmp: Path, run_dir: Path, message: str) -> tuple[list
         _stamp_info(tmp, run_dir, merged=False, loads_with="peft PeftModel.from_pretrained(base, folder)")
         message = (f"{message}; the folder also holds the prompt in peft's prompt-tuning format "
                    f"(adapter_config.json, adapter_model.safetensors): PeftModel.from_pretrained(base, folder) "
-                   f"loads it, its logits carry the {method.config.num_virtual_tokens} virtual positions first")
+                   f"loads it, its logits carry the {method.virtual_tokens} virtual positions first")
     else:
         message = (f"{message}; no peft form for a classification soft prompt (peft would hand a stock "
                    f"classifier inputs_embeds, and no stock class is llmtune's pooled head)")

@@ -31,7 +31,7 @@ from llmtune.data.pipeline import prepare_data
 from llmtune.data.prompt_style import describe as describe_rendering
 from llmtune.errors import UserError
 from llmtune.evaluate.supervised import evaluate_examples, headline
-from llmtune.methods.base import Outcome
+from llmtune.methods.job import Outcome
 from llmtune.models.chunked_loss import release_workspaces
 from llmtune.models.chat_template import template_hash
 from llmtune.models.load import load_tokenizer
@@ -145,7 +145,7 @@ class Loop:
         return packed
 
     def _preflight(self, model) -> None:
-        if self.t.packing and hasattr(model.body, "num_virtual_tokens"):
+        if self.t.packing and self.method.virtual_tokens_at == "input":
             raise UserError(f"train.packing: method {self.method.name!r} puts virtual tokens in front of each row, "
                             f"which packed rows cannot hold; set train.packing: false")
         pad = self.tok.pad_token_id

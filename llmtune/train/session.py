@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from llmtune.errors import TrainingDiverged, UserError
-from llmtune.methods.base import Outcome
+from llmtune.methods.job import Outcome
 from llmtune.methods.registry import method_for
 from llmtune.models.precision import precision_record
 from llmtune.models.public_name import publish_base_name
@@ -81,7 +81,6 @@ def _finished_run_on_resume(out: Path, recipe) -> dict | None:
     Anything else would retrain part of the run (from its last checkpoint, which is before
     the last step unless save_every divides it) or all of it, and replace final/: that is
     --overwrite, and only --overwrite may do it. None: resume as usual."""
-    from llmtune.methods.preference._trainer import last_checkpoint
     from llmtune.train.checkpoint import complete_checkpoints
 
     run = RunDir(out)
@@ -103,7 +102,7 @@ def _finished_run_on_resume(out: Path, recipe) -> dict | None:
                         f"steps, so resuming would only retrain its last steps with the changed recipe and "
                         f"replace its final/; pass --overwrite to retrain it, raise train.max_steps (or "
                         f"train.epochs) to train further, or --output elsewhere for a new run")
-    if complete_checkpoints(run.checkpoints) or last_checkpoint(run.checkpoints):
+    if complete_checkpoints(run.checkpoints) or method_for(recipe.method).resumable_checkpoint(run.checkpoints):
         return None  # train further (or rebuild final/) from the last checkpoint
     raise UserError(f"--resume: {out} holds a finished run ({steps} steps) and no checkpoint to "
                     f"continue from, so resuming would train it again from step 0 and replace its final/; "

@@ -22,7 +22,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from llmtune.methods.base import Method, MethodConfig, Outcome, freeze
+from llmtune.methods.base import Method, MethodConfig, freeze
+from llmtune.methods.job import Outcome
 from llmtune.methods.registry import register_method
 
 

@@ -13,7 +13,7 @@ import torch
 
 from llmtune.errors import UserError
 from llmtune.models import builtin
-from llmtune.models.load import _hub_error, load_body, resolve_source
+from llmtune.models.load import hub_error, load_body, resolve_source
 from llmtune.models.precision import weights_dtype
 
 
@@ -64,7 +64,7 @@ def load_reward_base(m, tok):
         try:
             model = AutoModelForSequenceClassification.from_pretrained(resolve_source(m.name), **kwargs)
         except (OSError, ValueError) as exc:
-            raise _hub_error(m.name, exc) from None
+            raise hub_error(m.name, exc) from None
     # A sequence classifier finds each sequence's last real token through the pad id.
     model.config.pad_token_id = tok.pad_token_id
     return model

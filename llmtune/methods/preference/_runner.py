@@ -13,7 +13,7 @@ import torch
 from llmtune.data.cache import tokenizer_fingerprint
 from llmtune.data.preference import load_preference_data
 from llmtune.errors import DataError, UserError
-from llmtune.methods.base import Outcome
+from llmtune.methods.job import Outcome
 from llmtune.methods.preference._models import parameter_counts
 from llmtune.methods.preference._trainer import (RunCallback, clean_eval, last_checkpoint, quiet_libraries,
                                                  to_dataset, training_args, use_llmtune_output)

@@ -18,10 +18,8 @@ class TrlMethod(Method):
     tasks: ClassVar[frozenset[str]] = frozenset({"preference"})
     trains_itself = True
     can_merge = True  # a policy is a causal LM: a LoRA one folds in, a full one is plain already
-    model_kind: ClassVar[str] = "policy"
-    """`policy` (a causal LM) or `reward` (a sequence classifier with one score)."""
-    uses_reference: ClassVar[bool] = True
-    """Whether the trainer compares the policy with a frozen copy of the starting model."""
+    model_kind = "policy"
+    uses_reference = True
 
     # -- what the method builds -------------------------------------------------------------
     def trl_config(self, recipe) -> tuple[type, dict]:
@@ -33,10 +31,6 @@ class TrlMethod(Method):
 
     def check(self, recipe) -> None:
         """Refuse option combinations trl would reject later (UserError, exit 2)."""
-
-    def prepare_rows(self, rows: list[dict], tok, recipe) -> list[dict]:
-        """Adjust normalised rows before trl sees them (e.g. cut over-long prompts)."""
-        return rows
 
     def manifest_extra(self, setup: Setup) -> dict:
         """What else manifest.json should record about this run (e.g. the reward used)."""
@@ -76,6 +70,15 @@ class TrlMethod(Method):
     def result_kind(self, task: str) -> str:
         return "reward" if self.model_kind == "reward" else "causal_lm"
 
+    def holds_reference_copy(self) -> bool:
+        return self.uses_reference and self.config.peft is None
+
+    def resumable_checkpoint(self, checkpoints: Path) -> Path | None:
+        """trl's newest complete checkpoint-N folder."""
+        from llmtune.methods.preference._trainer import last_checkpoint
+
+        return last_checkpoint(checkpoints)
+
     def fit(self, job):
         from llmtune.methods.preference._runner import fit_trl
 
@@ -105,4 +108,13 @@ class TrlMethod(Method):
         return body.merge_and_unload() if hasattr(body, "merge_and_unload") else body
 
     def apply(self, body, *, causal: bool):
-        raise NotImplementedError(f"method {self.name!r} trains through trl (fit), not the supervised loop")
+        """The model as trl trains it: whole, or with LoRA adapters when `method.peft` is set
+        (trl itself wraps it in `fit`; this is the same wrapping, for `llmtune preview`)."""
+        from llmtune.methods.preference.options import peft_config
+
+        config = peft_config(self.config.peft, sequence_classifier=self.model_kind == "reward")
+        if config is None:
+            return body
+        from peft import get_peft_model
+
+        return get_peft_model(body, config)

@@ -94,6 +94,9 @@ class Rl(TrlMethod):
     summary = "online RL (GRPO or RLOO) against a reward model run or a reward function (trl)"
     tasks = frozenset({"prompts"})
 
+    def generated_tokens(self) -> int:
+        return self.config.max_completion_length
+
     def check(self, recipe) -> None:
         c, t = self.config, recipe.train
         per_step = t.batch_size * t.grad_accum

@@ -19,7 +19,8 @@ from typing import Literal
 from pydantic import Field
 
 from llmtune.errors import UserError
-from llmtune.methods.base import Method, MethodConfig, freeze, write_json
+from llmtune.atomic import write_json
+from llmtune.methods.base import Method, MethodConfig, freeze
 from llmtune.methods.registry import register_method
 
 PREFIX_FILE = "prefix.safetensors"
@@ -44,6 +45,10 @@ class Prefix(Method):
     Config = PrefixConfig
     summary = "learned key/value prefixes at every attention layer (optional MLP reparameterisation)"
     virtual_tokens_at = "attention"
+
+    @property
+    def virtual_tokens(self) -> int:
+        return self.config.num_virtual_tokens
 
     def apply(self, body, *, causal: bool):
         from llmtune.methods.prompts._prefix_attention import PrefixEncoder, attention_shape

@@ -21,7 +21,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from llmtune.errors import UserError
-from llmtune.methods.base import Method, MethodConfig, freeze, write_json
+from llmtune.atomic import write_json
+from llmtune.methods.base import Method, MethodConfig, freeze
 from llmtune.methods.registry import register_method
 
 PROMPT_FILE = "soft_prompt.safetensors"
@@ -64,6 +65,11 @@ class SoftPrompt(Method):
     Config = SoftPromptConfig
     summary = "learned virtual tokens before the input: prompt tuning, or p-tuning with an MLP/LSTM encoder"
     virtual_tokens_at = "input"
+    peft_form = True
+
+    @property
+    def virtual_tokens(self) -> int:
+        return self.config.num_virtual_tokens
 
     def apply(self, body, *, causal: bool):
         from llmtune.methods.prompts._soft_prompt_model import PromptedModel, PromptEncoder
