@@ -24,6 +24,10 @@ def print_metrics(title: str, metrics: dict) -> None:
     for k, v in metrics.items():
         if isinstance(v, (int, float, str)):
             table.add_row(k, _fmt(v))
+        elif isinstance(v, dict) and k != "per_class":  # e.g. a preference eval's baselines
+            for sub, value in v.items():
+                if isinstance(value, (int, float, str)) or value is None:
+                    table.add_row(f"{k}.{sub}", "n/a" if value is None else _fmt(value))
     console.print(table)
     per_class = metrics.get("per_class")
     if per_class:

@@ -277,9 +277,11 @@ class EvalSection(Section):
     """Evaluate on the first N rows only."""
     generate: bool = True
     """sft data: besides loss and perplexity, generate a response to each eval row and score
-    exact match and token-level F1 against the reference response."""
+    exact match and token-level F1 against the reference response. Preference policies (dpo,
+    kto, orpo): besides the per-pair scores, answer each held-out prompt and report the share
+    of answers closer to the chosen response than to the rejected one."""
     generation: GenerationOptions = GenerationOptions()
-    """How responses are generated (sft data)."""
+    """How responses are generated (sft data, preference policies)."""
     shots: int | None = Field(None, ge=0)
     """In-context learning: put this many demonstrations (solved examples from `demos`) in
     front of each eval query. `0` is zero-shot prompting. Unset: no prompting, score the

@@ -64,8 +64,22 @@ def evaluate_policy(method, recipe, final: Path | None, limit: int | None, repor
     reporter.log(f"scored {len(scores)} completions ({c.num_generations} per prompt) of {len(rows)} {split} prompts")
     return {"split": split, "prompts": len(rows), "completions": len(scores),
             "mean_reward": statistics.fmean(scores) if scores else float("nan"),
+            "mean_reward_se": _prompt_se(raw, c.num_generations),
             "std_reward": statistics.pstdev(scores) if len(scores) > 1 else 0.0,
             "samples": _samples(repeated, completions, raw, c.num_generations)}
+
+
+def _prompt_se(raw: list, per_prompt: int) -> float:
+    """Standard error of the mean reward over prompts: one prompt's samples are not independent
+    draws of the held-out population, its mean over them is."""
+    from llmtune.evaluate.pairwise import mean_se
+
+    means = []
+    for i in range(0, len(raw), per_prompt):
+        got = [s for s in raw[i:i + per_prompt] if s is not None]
+        if got:
+            means.append(statistics.fmean(got))
+    return mean_se(means)[1]
 
 
 def _samples(repeated: list, completions: list, scores: list, per_prompt: int, n: int = 3) -> list[dict]:

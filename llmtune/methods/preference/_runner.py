@@ -14,9 +14,9 @@ from llmtune.data.cache import tokenizer_fingerprint
 from llmtune.data.preference import load_preference_data
 from llmtune.errors import DataError, UserError
 from llmtune.methods.job import Outcome
-from llmtune.methods.preference._models import parameter_counts
-from llmtune.methods.preference._trainer import (RunCallback, clean_eval, last_checkpoint, quiet_libraries,
-                                                 to_dataset, training_args, use_llmtune_output)
+from llmtune.methods.preference._models import is_adapter, parameter_counts
+from llmtune.methods.preference._trainer import (RunCallback, clean_eval, last_checkpoint, quiet_libraries, to_dataset,
+                                                 training_args, use_llmtune_output)
 from llmtune.methods.preference.setup import Setup
 from llmtune.models.chat_template import template_hash
 from llmtune.models.load import load_tokenizer
@@ -105,12 +105,25 @@ def _train(job, method, trainer, callback, tok, data, extra: dict) -> Outcome:
         outcome.diverged = f"loss {callback.diverged[1]} at step {callback.diverged[0]}"
     elif job.stop_requested():
         outcome.stopped_by = job.stop_requested()
-    elif trainer.eval_dataset is not None:
+    elif data.eval:
         started = time.perf_counter()
-        outcome.eval = clean_eval(trainer.evaluate())  # RunCallback logs it
-        outcome.eval_rows = len(trainer.eval_dataset)
+        outcome.eval = final_eval(job, method, trainer, tok, data.eval)
+        outcome.eval_rows = len(data.eval)
         outcome.manifest["eval_seconds"] = time.perf_counter() - started
     return outcome
+
+
+def final_eval(job, method, trainer, tok, rows: list[dict]) -> dict:
+    """The trained model on the held-out rows, scored per pair (as `llmtune eval` scores it)
+    and logged as an `eval_` record."""
+    from llmtune.methods.preference._pair_eval import preference_eval
+
+    if method.pair_score is None:  # online RL: trl's own evaluation (sampled rewards)
+        return clean_eval(trainer.evaluate())  # RunCallback logs it
+    result = preference_eval(method, trainer.model, getattr(trainer, "ref_model", None), tok, rows, job.recipe)
+    job.log({"step": trainer.state.global_step,
+             **{f"eval_{k}": v for k, v in result.items() if isinstance(v, (int, float))}})
+    return result
 
 
 def _save_model(trainer, folder: Path) -> None:
@@ -127,9 +140,11 @@ def evaluation_rows(recipe, limit: int | None) -> tuple[list[dict], str]:
 
 
 def evaluate_trl(method, recipe, final: Path | None, limit: int | None, reporter) -> dict:
-    """Score final/ (or the base model) on eval rows with the trainer's own evaluation:
-    pairwise accuracy and margin for a reward model; the implicit reward's accuracy and
-    margins of the policy against the base model (the reference) for DPO/KTO/ORPO."""
+    """Score final/ (or the base model) on eval rows, pair by pair: pairwise accuracy and
+    margin for a reward model; the implicit reward's accuracy and margins of the policy
+    against the base model (the reference) for DPO/KTO/ORPO (_pair_eval.py)."""
+    from llmtune.methods.preference._pair_eval import preference_eval
+
     r = recipe
     with quiet_libraries(False), tempfile.TemporaryDirectory(prefix="llmtune-eval-") as work:
         tok = load_tokenizer(str(final)) if final else load_tokenizer(r.model.name, r.model.trust_remote_code,
@@ -139,10 +154,7 @@ def evaluate_trl(method, recipe, final: Path | None, limit: int | None, reporter
         torch.manual_seed(r.train.seed)
         model = method.load_trained(r, tok, final) if final else method.load_model(r, tok)
         setup = Setup(recipe=r, workdir=Path(work), reporter=reporter, training=False)
-        config_cls, options = method.trl_config(r)
-        args = training_args(config_cls, r, Path(work) / "out", has_eval=True, **options)
-        ds = to_dataset(rows)
-        trainer = build(method, setup, model, tok, ds, ds, args, [])
-        use_llmtune_output(trainer)
-        metrics = clean_eval(trainer.evaluate())
+        # The base model is its own reference; a LoRA policy's is its base (the adapter off).
+        reference = model if final is None else None if is_adapter(final) else method.reference(setup, model)
+        metrics = preference_eval(method, model, reference, tok, rows, r)
     return {"split": split, "rows": len(rows), **metrics}

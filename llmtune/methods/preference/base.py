@@ -20,6 +20,10 @@ class TrlMethod(Method):
     can_merge = True  # a policy is a causal LM: a LoRA one folds in, a full one is plain already
     model_kind = "policy"
     uses_reference = True
+    pair_score: ClassVar[str | None] = "implicit"
+    """How a held-out pair is scored (_pair_scores.py): `implicit` (beta times the policy's
+    log-ratio to the reference), `odds` (beta times the mean token log-probability) or
+    `reward` (a reward model's score); None for methods evaluated otherwise (online RL)."""
 
     # -- what the method builds -------------------------------------------------------------
     def trl_config(self, recipe) -> tuple[type, dict]:

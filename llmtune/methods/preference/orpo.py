@@ -42,6 +42,7 @@ class Orpo(TrlMethod):
     Config = OrpoConfig
     summary = "odds-ratio preference optimisation, no reference model (trl.experimental ORPOTrainer)"
     uses_reference = False
+    pair_score = "odds"
 
     def trl_config(self, recipe):
         config_cls, _ = orpo_classes()

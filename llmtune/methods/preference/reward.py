@@ -29,6 +29,7 @@ class Reward(TrlMethod):
     summary = "reward model (one-score sequence classifier) on preference pairs (trl RewardTrainer)"
     model_kind = "reward"
     uses_reference = False
+    pair_score = "reward"
     can_merge = False  # a reward model is a sequence classifier, not a body under llmtune's head
 
     def load_model(self, recipe, tok):

@@ -93,6 +93,7 @@ class Rl(TrlMethod):
     Config = RlConfig
     summary = "online RL (GRPO or RLOO) against a reward model run or a reward function (trl)"
     tasks = frozenset({"prompts"})
+    pair_score = None  # no pairs: evaluated by sampling and scoring replies (_rl_eval.py)
 
     def generated_tokens(self) -> int:
         return self.config.max_completion_length
