@@ -79,7 +79,7 @@ def cases(mode: str) -> list[dict]:
              "ablation": True, "vs": [f"llmtune-{method}", f"hf-{method}-gbl"]},
             {"name": f"llmtune-{method}-torchdrop", "tool": "llmtune", "method": method, "fast_dropout": False,
              "ablation": True, "vs": [f"llmtune-{method}"]},
-            {"name": f"llmtune-{method}-nofuse", "tool": "llmtune", "method": method, "fused_lora": False,
+            {"name": f"llmtune-{method}-nofuse", "tool": "llmtune", "method": method, "fused_forward": False,
              "ablation": True, "vs": [f"llmtune-{method}"]},
         ]
     if mode == "gpu":  # the single-switch cases are CPU ones, run only when --cases names them
@@ -178,7 +178,7 @@ def llmtune_recipe(spec: dict, case: dict) -> dict:
                   "precision": "bf16" if spec["gpu"] else "fp32"},
         "eval": {"generate": False},
     }
-    for switch in ("fast_dropout", "fused_lora"):  # otherwise llmtune's default
+    for switch in ("fast_dropout", "fused_forward"):  # otherwise llmtune's default
         if switch in case:
             recipe["train"][switch] = case[switch]
     return recipe

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from llmtune.train.fast_dropout import FastDropout, bulk_dropout, use_fast_dropout
+from llmtune.models.fast_dropout import FastDropout, bulk_dropout, use_fast_dropout
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -140,3 +140,9 @@ train: {epochs: -1, lr: fast}
     assert where[0] == "--set"  # what the command line changed comes first
     numbers = [int(w.rsplit(":", 1)[1]) for w in where[1:]]
     assert numbers == sorted(numbers) == [1, 4, 5, 6, 6]
+
+
+def test_a_renamed_key_says_what_to_write_now(recipe):
+    text = _problems(recipe(), ["train.fused_lora=false"])
+    assert "train.fused_lora: renamed: write `train.fused_forward: false` instead" in text
+    assert "unknown key" not in text

@@ -93,6 +93,12 @@ class Method:
         return the body to train (the same object, or a wrapper around it)."""
         raise NotImplementedError
 
+    def fused_forward(self, model: Any) -> int:
+        """Give the layers the method added (in `model`, after `apply`) a faster forward that
+        computes the same function of the same weights and dropout masks; returns how many
+        layers got it. The run's loop calls it when `train.fused_forward` is on."""
+        return 0
+
     def load_model(self, recipe: Any, tok: Any) -> Any:
         """The model to train, for methods that load their own (`model_kind` policy or reward)."""
         raise NotImplementedError(f"method {self.name!r} trains the run's task model")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError, create_model
 from llmtune.errors import RecipeError
 from llmtune.recipe.local_paths import (DATA_SOURCES, Problem, data_file_problems, model_folder_problems,
                                         resolve_data_path)
+from llmtune.recipe.migrations import old_form_problems
 from llmtune.recipe.schema import _RecipeBase
 from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_lines
 
@@ -99,7 +100,7 @@ def recipe_from_dict(
     recipe = None
     method_name = raw["method"].get("name") if isinstance(raw.get("method"), dict) else None
     model = recipe_model(method_name if isinstance(method_name, str) else None)
-    found: list[Problem] = []
+    found: list[Problem] = old_form_problems(raw)
     try:
         recipe = model.model_validate(raw)
     except ValidationError as exc:

@@ -220,14 +220,13 @@ class TrainSection(Section):
     """On a CPU, draw dropout masks in bulk (16 random bits per element, from a generator
     seeded by torch's, so resuming replays them) instead of with torch's per-element
     Bernoulli draw: the same keep probability (to within 2**-17), other masks than torch's;
-    no effect on a GPU. Measured on the quickstart: 1.19x faster whole process than torch's
-    masks at the same mean accuracy over four seeds, then 1.10x more with cheaper mask
-    arithmetic (docs/performance.md). `false` gives torch's own masks."""
-    fused_lora: bool = True
-    """LoRA layers add their update inside one GEMM (`addmm` with the scale as its alpha)
-    instead of scaling the full update and adding it in two more passes. The same function
-    of the same weights and dropout masks; any layer it does not cover (DoRA, several
-    adapters, a merged adapter) runs peft's own forward."""
+    no effect on a GPU. What it measured: docs/performance.md. `false` gives torch's own masks."""
+    fused_forward: bool = True
+    """Use the method's fused forward for the layers it adds, where it has one: LoRA layers
+    add their update inside one GEMM (`addmm` with the scale as its alpha) instead of scaling
+    the full update and adding it in two more passes. The same function of the same weights
+    and dropout masks; any layer it does not cover (DoRA, several adapters, a merged
+    adapter) runs peft's own forward. What it measured: docs/performance.md."""
     gradient_checkpointing: bool = False
     """Recompute each block's activations in the backward pass: much less memory for about
     a third more compute."""

@@ -33,13 +33,12 @@ from llmtune.errors import UserError
 from llmtune.evaluate.supervised import evaluate_examples, headline
 from llmtune.methods.job import Outcome
 from llmtune.models.chunked_loss import release_workspaces
+from llmtune.models.fast_dropout import use_fast_dropout
 from llmtune.models.chat_template import template_hash
 from llmtune.models.load import load_tokenizer
 from llmtune.train import checkpoint as ckpt
 from llmtune.train.assemble import build_for_training
 from llmtune.train.data_order import DataOrder
-from llmtune.train.fast_dropout import use_fast_dropout
-from llmtune.train.fused_lora import use_fused_lora
 from llmtune.train.nonfinite import FiniteGuard
 from llmtune.train.optim import build_optimizer, build_scheduler
 from llmtune.train.preflight import run_preflight
@@ -168,9 +167,9 @@ class Loop:
     def _speedups(self, model) -> dict:
         t = self.t
         on = {"packing": t.packing, "chunked_loss": bool(model.chunked_loss), "compile": False,
-              "gradient_checkpointing": False, "fast_dropout": 0, "fused_lora": 0}
-        if t.fused_lora:
-            on["fused_lora"] = use_fused_lora(model)
+              "gradient_checkpointing": False, "fast_dropout": 0, "fused_forward": 0}
+        if t.fused_forward:
+            on["fused_forward"] = self.method.fused_forward(model)
         if t.fast_dropout and self.device.type == "cpu":
             on["fast_dropout"] = use_fast_dropout(model)
         if t.gradient_checkpointing:

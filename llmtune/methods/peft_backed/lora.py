@@ -36,6 +36,12 @@ class Lora(PeftMethod):
     Config = LoraConfig
     summary = "low-rank adapters on chosen linear layers (DoRA, rsLoRA options); merges"
 
+    def fused_forward(self, model) -> int:
+        """Each plain LoRA linear layer adds its update inside one GEMM (_fused_lora.py)."""
+        from llmtune.methods.peft_backed._fused_lora import use_fused_lora
+
+        return use_fused_lora(model)
+
     def peft_config(self, causal: bool):
         from peft import LoraConfig as PeftLoraConfig
         from peft import TaskType

@@ -1,4 +1,4 @@
-"""LoRA's update added inside one GEMM (train.fused_lora).
+"""LoRA's update added inside one GEMM: the LoRA method's `fused_forward` (train.fused_forward).
 
 peft's `lora.Linear` computes `base(x) + lora_B(lora_A(dropout(x))) * scaling`: after the
 two small matmuls it scales the full (tokens, out_features) update and adds it to the base

@@ -1,4 +1,4 @@
-"""train.fused_lora: the one-GEMM LoRA forward is peft's LoRA, value and gradient, with the
+"""train.fused_forward for LoRA: the one-GEMM LoRA forward is peft's LoRA, value and gradient, with the
 same dropout masks; the cases it does not cover run peft's own forward."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from llmtune.train.fused_lora import use_fused_lora
+from llmtune.methods.peft_backed._fused_lora import use_fused_lora
 
 
 def tiny_lora_model(**lora) -> torch.nn.Module:
@@ -97,9 +97,9 @@ def test_training_records_the_switch(tmp_path: Path, fused: bool):
               "data": {"task": "sft", "train": str(Path(__file__).parents[1] / "recipes/data/alpaca_tiny.json"),
                        "max_length": 64, "eval_fraction": 0.0},
               "method": {"name": "lora", "r": 4, "alpha": 8, "target_modules": "all-linear"},
-              "train": {"max_steps": 2, "batch_size": 4, "fused_lora": fused, "save_every": None},
+              "train": {"max_steps": 2, "batch_size": 4, "fused_forward": fused, "save_every": None},
               "eval": {"generate": False}}
     out = tmp_path / "run"
     run_recipe(recipe_from_dict(recipe), Reporter(quiet=True), output=out)
     features = json.loads((out / "manifest.json").read_text())["speed_features"]
-    assert (features["fused_lora"] > 0) is fused, features
+    assert (features["fused_forward"] > 0) is fused, features

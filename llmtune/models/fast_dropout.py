@@ -1,4 +1,4 @@
-"""Dropout that is cheap on a CPU (train.fast_dropout).
+"""Dropout that is cheap on a CPU (train.fast_dropout): the run swaps it into the model it trains.
 
 On a CPU, torch's dropout draws its mask with `bernoulli_`, one double-precision draw per
 element: profiled on the quickstart (MiniLM + LoRA, 2 cores) it was 27% of a training
