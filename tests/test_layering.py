@@ -26,6 +26,7 @@ FLOORS = [
     ("train", ("llmtune.train",)),
     ("methods", ("llmtune.methods",)),
     ("evaluate", ("llmtune.evaluate",)),
+    ("generation", ("llmtune.generation",)),
     ("models and data", ("llmtune.models", "llmtune.data")),
     ("base", ("llmtune.errors", "llmtune.console", "llmtune.assets", "llmtune")),
 ]

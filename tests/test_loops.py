@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from llmtune.evaluate.loops import LoopStop, cut_loop, first_repeat
+from llmtune.generation.loops import LoopWatch, cut_loop, first_repeat
 
 
 def test_cut_keeps_the_first_copy_of_a_loop():
@@ -23,14 +23,17 @@ def test_no_whole_window_repeated_means_no_cut():
     assert cut_loop([1, 2], window=4) == [1, 2]
 
 
-def test_stopping_criterion_looks_at_generated_tokens_only():
-    prompt = [1, 2, 3, 4, 1, 2, 3, 4]  # the prompt repeats itself: that must not stop anything
-    looping = prompt + [5, 6, 7, 5, 6, 7, 5]
-    quoting = prompt + [1, 2, 3, 4, 9, 8, 7]  # quotes the prompt once: fine
-    stop = LoopStop(prompt_width=len(prompt), window=3)
-    done = stop(torch.tensor([looping, quoting]), None)
-    assert done.tolist() == [True, False]
-    assert stop(torch.tensor([prompt + [5, 6, 7]]), None).tolist() == [False]  # too short to tell
+def test_the_streaming_watch_releases_exactly_the_cut():
+    """Token by token, LoopWatch hands out what cut_loop keeps, never a token the cut removes,
+    and it looks at what it was given only (the caller feeds generated tokens, not the prompt)."""
+    for ids in ([5, 6, 7, 5, 6, 7, 5], [1, 2, 3, 4, 9, 8, 7], [7, 8] + [1, 2, 3, 4] * 6, [5] * 20, [1, 2]):
+        watch, released = LoopWatch(window=3), []
+        for t in ids:
+            released += watch.push(t)
+            assert released == cut_loop(ids, window=3)[:len(released)]
+        released += watch.flush()
+        assert released == cut_loop(ids, window=3)
+        assert watch.looped == (first_repeat(ids, window=3) is not None)
 
 
 def test_generation_with_loop_stop_on_a_tiny_model():

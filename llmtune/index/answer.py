@@ -105,9 +105,9 @@ def _render(tok, question: str, hits: list) -> tuple[str, list[int]]:
 def answer(question: str, hits: list, model: AnswerModel, *, max_new_tokens: int = 256) -> dict:
     import torch
 
-    from llmtune.evaluate.generation import generate_texts
     from llmtune.evaluate.prompted import max_positions
-    from llmtune.recipe.schema import GenerationOptions
+    from llmtune.generation.engine import Engine
+    from llmtune.generation.params import Request, SamplingParams
 
     positions = max_positions(model.body) or 2048
     budget = positions - max_new_tokens
@@ -116,10 +116,11 @@ def answer(question: str, hits: list, model: AnswerModel, *, max_new_tokens: int
     prompt = build_prompt(model.tokenizer, question, hits, budget)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.body.to(device)
-    opts = GenerationOptions(max_new_tokens=max_new_tokens, strategy="greedy")
+    tok = model.tokenizer
+    engine = Engine(model.body, tok, stop_token_ids=[tok.eos_token_id] if tok.eos_token_id is not None else [])
     # A small model's greedy answer tends to loop until the token limit: stop it there.
-    text = generate_texts(model.body, model.tokenizer, [prompt.ids], opts, batch_size=1, device=device,
-                          stop_loops=True)[0]
+    params = SamplingParams(max_new_tokens=max_new_tokens, stop_loops=True)
+    text = engine.complete([Request(prompt.ids, params)])[0].text.strip()
     return {"question": question, "answer": text, "model": model.name,
             "sources": [{"n": n, **h.to_dict()} for n, h in enumerate(prompt.used, start=1)],
             "sources_dropped": len(hits) - len(prompt.used), "prompt_tokens": len(prompt.ids)}

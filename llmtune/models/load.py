@@ -57,6 +57,19 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | N
     return tok
 
 
+def model_config(name: str, trust_remote_code: bool = False, revision: str | None = None):
+    """The transformers config of a model source (no weights loaded)."""
+    from transformers import AutoConfig
+
+    source = resolve_source(name)
+    if _looks_local(source) and not Path(source).expanduser().exists():
+        raise UserError(f"model {name!r}: no such folder or file; check the path")
+    try:
+        return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise _hub_error(name, exc) from None
+
+
 def load_body(name: str, task: str, *, trust_remote_code: bool = False, revision: str | None = None,
               dtype: str = "auto", source: str | Path | None = None):
     """The transformer for `task`: a causal LM for generation tasks, the bare encoder/decoder

@@ -14,6 +14,24 @@ from llmtune.methods.registry import method_for
 from llmtune.models.task_model import INFO_FILE
 from llmtune.recipe.load import LoadedRecipe, load_recipe
 
+CAUSAL_LM, CLASSIFICATION, REWARD, ENCODER = "causal LM", "classification model", "reward model", "encoder"
+"""What a run (or a model) holds: which verbs can use it."""
+
+
+def holds(info: dict) -> str:
+    """What a run's final/ (or a folder `llmtune export` wrote) holds, from its llmtune.json:
+    a reward model (trl's reward trainer), a classification model, or a causal LM (causal_lm,
+    sft and the preference/RL policies)."""
+    from llmtune.models.load import CAUSAL_TASKS
+
+    if info.get("model_kind") == "reward":
+        return REWARD
+    if info.get("task") == "classification":
+        return CLASSIFICATION
+    if info.get("task") in CAUSAL_TASKS:
+        return CAUSAL_LM
+    raise UserError(f"llmtune.json names task {info.get('task')!r}, which this version of llmtune does not know")
+
 
 @dataclass
 class Target:
@@ -41,6 +59,11 @@ class Target:
         if self.final is None:
             return {}
         return json.loads((self.final / INFO_FILE).read_text())
+
+    @property
+    def holds(self) -> str | None:
+        """What final/ holds (`holds`); None for a recipe (its base model is not trained yet)."""
+        return holds(self.info) if self.final is not None else None
 
     @property
     def labels(self) -> list[str] | None:

@@ -91,9 +91,26 @@ class PromptedModel(nn.Module):
         return torch.cat([prompt, embeds], dim=1), torch.cat([ones, attention_mask], dim=1)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs):
-        embeds, mask = self._prepend(input_ids, attention_mask)
+                labels: torch.Tensor | None = None, position_ids: torch.Tensor | None = None, cache=None,
+                **kwargs):
+        """`position_ids` and the mask count real tokens only (as for the base model); the
+        virtual positions come first. With a KV cache (llmtune.generation's decoder), the first
+        call puts the prompt in front and fills the cache with it; later calls, one new token
+        each, find the prompt in the cache and only widen the mask over it."""
         n = self.num_virtual_tokens
+        if cache is not None:
+            kwargs["cache"] = cache  # (passed on only when given: an encoder's forward takes none)
+        if cache is not None and cache.get_seq_length() > 0:
+            if attention_mask is not None:
+                ones = attention_mask.new_ones((attention_mask.shape[0], n))
+                attention_mask = torch.cat([ones, attention_mask], dim=1)
+            if position_ids is not None:
+                position_ids = position_ids + n
+            return self.base(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, **kwargs)
+        embeds, mask = self._prepend(input_ids, attention_mask)
+        if position_ids is not None:
+            first = torch.arange(n, device=position_ids.device).expand(position_ids.shape[0], n)
+            kwargs["position_ids"] = torch.cat([first, position_ids + n], dim=1)
         if labels is not None:
             # The model shifts labels by one: the last virtual position would be scored on
             # the first real token, a term the base model's loss does not have. Only real
@@ -102,7 +119,8 @@ class PromptedModel(nn.Module):
             kwargs["labels"] = torch.cat([skip, labels[:, 1:]], dim=1)
         out = self.base(inputs_embeds=embeds, attention_mask=mask, **kwargs)
         for key in ("logits", "last_hidden_state"):
-            if out.get(key) is not None:
+            # (logits_to_keep may have asked for the last positions only: nothing virtual in them)
+            if out.get(key) is not None and out[key].shape[1] == embeds.shape[1]:
                 out[key] = out[key][:, n:]
         return out
 
