@@ -79,7 +79,7 @@ def identify(arg: str | Path) -> Source:
     text, path = str(arg), Path(arg)
     if path.is_dir() and (path / "recipe.yaml").exists():
         target = open_run(path)
-        return Source(text, holds(target.info), target=target, info=target.info)
+        return Source(text, target.holds, target=target, info=target.info)
     if path.is_dir() and (path / INFO_FILE).exists():
         info = json.loads((path / INFO_FILE).read_text())
         if not (path / "config.json").exists():

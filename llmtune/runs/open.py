@@ -19,9 +19,9 @@ CAUSAL_LM, CLASSIFICATION, REWARD, ENCODER = "causal LM", "classification model"
 
 
 def holds(info: dict) -> str:
-    """What a run's final/ (or a folder `llmtune export` wrote) holds, from its llmtune.json:
+    """What a folder `llmtune export` wrote holds, from its llmtune.json (no method to ask):
     a reward model (trl's reward trainer), a classification model, or a causal LM (causal_lm,
-    sft and the preference/RL policies)."""
+    sft and the preference/RL policies). A run: `Target.holds`."""
     from llmtune.models.load import CAUSAL_TASKS
 
     if info.get("model_kind") == "reward":
@@ -62,8 +62,12 @@ class Target:
 
     @property
     def holds(self) -> str | None:
-        """What final/ holds (`holds`); None for a recipe (its base model is not trained yet)."""
-        return holds(self.info) if self.final is not None else None
+        """What final/ holds, as the method says (Method.result_kind); None for a recipe (its
+        base model is not trained yet)."""
+        if self.final is None:
+            return None
+        kind = self.method.result_kind(self.info.get("task", self.recipe.data.task))
+        return {"causal_lm": CAUSAL_LM, "classifier": CLASSIFICATION, "reward": REWARD}[kind]
 
     @property
     def labels(self) -> list[str] | None:
