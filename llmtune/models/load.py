@@ -61,9 +61,8 @@ def model_config(name: str, trust_remote_code: bool = False, revision: str | Non
     """The transformers config of a model source (no weights loaded)."""
     from transformers import AutoConfig
 
+    _refuse_a_non_model_folder(name)
     source = resolve_source(name)
-    if _looks_local(source) and not Path(source).expanduser().exists():
-        raise UserError(f"model {name!r}: no such folder or file; check the path")
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as exc:
