@@ -1,7 +1,7 @@
 """The FastAPI application: routes, the API-key check, and errors in OpenAI's shape."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI reads the route functions' annotations, some
+# of them names imported inside build_app.
 import logging
 from typing import TYPE_CHECKING
 
@@ -37,7 +37,7 @@ class KeyCheck:
         await self.app(scope, receive, send)
 
 
-def build_app(ctx: Context, lifespan=None):
+def build_app(ctx: "Context", lifespan=None):
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException
@@ -77,12 +77,15 @@ def build_app(ctx: Context, lifespan=None):
     return KeyCheck(app, ctx.api_key)
 
 
-def _routes(app, ctx: Context) -> None:
+def _routes(app, ctx: "Context") -> None:
+    from starlette.requests import Request
+
     from llmtune.serve import routes_encode, routes_generate
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "waiting": ctx.worker.waiting}
+        w = ctx.worker
+        return {"status": "ok", "waiting": w.waiting, "answered": w.jobs_done, "batches": w.batches}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -99,9 +102,9 @@ def _routes(app, ctx: Context) -> None:
         return await routes_encode.classify(body, ctx)
 
     @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest):
-        return await routes_generate.chat(body, ctx)
+    async def chat(body: ChatRequest, request: Request):
+        return await routes_generate.chat(body, request, ctx)
 
     @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        return await routes_generate.completions(body, ctx)
+    async def completions(body: CompletionRequest, request: Request):
+        return await routes_generate.completions(body, request, ctx)

@@ -18,4 +18,8 @@ def handlers_for(served: Served, reporter) -> dict[str, Callable[[list[Job]], No
         handlers["embed"] = partial(embed_batch, served)
     if served.classifier is not None:
         handlers["classify"] = partial(classify_batch, served)
+    if served.generator is not None:
+        from llmtune.serve.generate_jobs import generate_batch
+
+        handlers["generate"] = partial(generate_batch, served, reporter.log)
     return handlers
