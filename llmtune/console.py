@@ -35,15 +35,17 @@ class Reporter:
         self.log(f"warning: {message}")
 
     @contextmanager
-    def progress(self, total: int, description: str, completed: int = 0):
+    def progress(self, total: int, description: str, completed: int = 0,
+                 counter: str = "{task.completed}/{task.total}"):
         """Yields advance(n=1, **fields). A rich bar on a terminal; nothing otherwise
-        (the loop logs a line every `log_every` steps instead)."""
+        (the loop logs a line every `log_every` steps instead). `counter`: the count's format
+        (e.g. "{task.completed:.1f}/{task.total}" for fractional progress)."""
         if not self.interactive or self.quiet:
             yield lambda n=1, **kw: None
             return
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(counter),
                       TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
                       transient=False) as bar:
             task = bar.add_task(description, total=total, completed=completed, info="")

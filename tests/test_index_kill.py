@@ -87,6 +87,12 @@ def test_sigkill_mid_run_leaves_the_store_usable_and_the_next_run_completes(tmp_
     assert resumed["unchanged"] == done and resumed["updated"] == n - done
     assert set(_consistent(store, n).values()) == {"new"}
     _no_stale_chunks(store, resumed)
+    from llmtune.index.bm25 import N_ROW, STALE_FLAG
+    from llmtune.index.retrieve import open_store
+
+    st, _ = open_store(store, None, "llmtune")
+    with st:  # the killed run's BM25 statistics were recounted
+        assert not st.flag(STALE_FLAG) and st.term_dfs([N_ROW])[N_ROW] == st.count_chunks()
 
 
 # (Store method, state writes done before it in the run, step of the module docstring of sync):

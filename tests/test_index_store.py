@@ -78,7 +78,9 @@ def test_planted_passage_ranks_first_in_all_three_modes(tmp_path, store_at):
         hits = _search(store, collection, "How often does the Zorblax reactor vent plasma?", mode=mode, k=3)
         assert hits[0].source.endswith("station.txt"), (mode, [h.source for h in hits])
         assert hits[0].text == PLANTED and (hits[0].start, hits[0].end) == (0, len(PLANTED))
-        assert [h.rank for h in hits] == [1, 2, 3] and hits[0].score >= hits[1].score > 0
+        # BM25 finds only chunks sharing a term with the query (stop words dropped): here the planted one.
+        assert [h.rank for h in hits] == ([1] if mode == "bm25" else [1, 2, 3])
+        assert all(a.score >= b.score > 0 for a, b in zip(hits, hits[1:])) and hits[0].score > 0
 
 
 def test_source_filters(tmp_path, store_at, monkeypatch):

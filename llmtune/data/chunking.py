@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from llmtune.errors import UserError
 
+BLOCK_CHARS = 1 << 16
+"""Characters tokenized at a time when a long text is cut (`Chunker.iter_split`)."""
+
 
 @dataclass
 class Piece:
@@ -53,6 +56,41 @@ class Chunker:
 
     def split(self, text: str) -> list[Piece]:
         return self.split_many([text])[0]
+
+    def iter_split(self, text: str, block_chars: int = BLOCK_CHARS):
+        """The pieces of `split(text)`, made a block of text at a time, so a long text never
+        has all its tokens (and their offsets) in memory at once.
+
+        A block ends before a whitespace character, where no token spans the cut. Every
+        window of a block is final except its last one (which the block's end cut short):
+        the next block starts at that window's start, and the windows go on from there as
+        they would over the whole text."""
+        pos = 0
+        while True:
+            end = _block_end(text, pos, block_chars)
+            pieces = self.split(text[pos:end])
+            if end >= len(text) or len(pieces) < 2:
+                last = len(pieces) if end >= len(text) else 1
+                yield from (Piece(p.start + pos, p.end + pos, p.ids) for p in pieces[:last])
+                if end >= len(text):
+                    return
+                pos += pieces[0].end if pieces else end - pos
+                continue
+            yield from (Piece(p.start + pos, p.end + pos, p.ids) for p in pieces[:-1])
+            pos += pieces[-1].start
+
+
+def _block_end(text: str, pos: int, block_chars: int) -> int:
+    """Where a block starting at `pos` ends: before the first whitespace past `block_chars`
+    characters (the text's end if there is none within another `block_chars`)."""
+    target = pos + block_chars
+    if target >= len(text):
+        return len(text)
+    limit = min(len(text), target + block_chars)
+    for i in range(target, limit):
+        if text[i].isspace():
+            return i
+    return limit
 
 
 class _Bounds:

@@ -23,9 +23,9 @@ class IndexEncoder:
     suffix: list[int]
     settings: StoreSettings
 
-    def embed_pieces(self, pieces: list[Piece]):
-        """(len(pieces), dim) float32 numpy array."""
-        return self.encoder.embed_ids([self.prefix + p.ids + self.suffix for p in pieces]).numpy()
+    def embed_pieces(self, pieces: list[Piece], on_batch=None):
+        """(len(pieces), dim) float32 numpy array; `on_batch(indices)` after each forward batch."""
+        return self.encoder.embed_ids([self.prefix + p.ids + self.suffix for p in pieces], on_batch).numpy()
 
     def embed_queries(self, texts: list[str]):
         return self.encoder.embed(list(texts))
@@ -33,8 +33,10 @@ class IndexEncoder:
 
 def load_index_encoder(model: str, *, pooling: str | None = None, chunk_tokens: int, overlap: int,
                        max_length: int | None = None, batch_size: int = 32, index: dict | None = None,
+                       analyzer: dict | None = None, bm25: dict | None = None,
                        trust_remote_code: bool = False) -> IndexEncoder:
-    """The encoder for a store. `max_length` None: the model's own limit (a new store)."""
+    """The encoder for a store. `max_length` None: the model's own limit (a new store);
+    `analyzer`/`bm25` None: the defaults (a new store)."""
     from llmtune.models.encoder import Encoder
     from llmtune.embed.loading import load_for_embedding
 
@@ -52,10 +54,15 @@ def load_index_encoder(model: str, *, pooling: str | None = None, chunk_tokens: 
                              chunk_tokens=chunk_tokens, overlap=overlap, dim=encoder.dim)
     if index is not None:
         settings.index = dict(index)
+    if analyzer is not None:
+        settings.analyzer = dict(analyzer)
+    if bm25 is not None:
+        settings.bm25 = dict(bm25)
     return IndexEncoder(encoder, Chunker(loaded.tokenizer, chunk_tokens, overlap), prefix, suffix, settings)
 
 
 def encoder_for(settings: StoreSettings, **kw) -> IndexEncoder:
     """The encoder that built an existing store."""
     return load_index_encoder(settings.model, pooling=settings.pooling, chunk_tokens=settings.chunk_tokens,
-                              overlap=settings.overlap, max_length=settings.max_length, index=settings.index, **kw)
+                              overlap=settings.overlap, max_length=settings.max_length, index=settings.index,
+                              analyzer=settings.analyzer, bm25=settings.bm25, **kw)

@@ -1,11 +1,6 @@
-"""Top-k chunks for a query: dense (cosine of normalised vectors), BM25 (Milvus's built-in
-BM25 function on the chunk text), or hybrid.
-
-Hybrid is reciprocal rank fusion (RRF, k=60) of the two ranked lists, each taken to a depth
-of max(k, 100), fused by Milvus (`RRFRanker`). RRF and not a weighted sum because it needs
-no score calibration: BM25 scores are unbounded and vary with the query's length and terms,
-cosine scores sit in a narrow band, so any fixed weight favours one side differently from
-query to query; RRF uses only ranks. docs/indexing.md measures both on Cranfield.
+"""Top-k chunks for a query: dense (cosine of normalised vectors), BM25 (llmtune's, with the
+store's analyzer and statistics: bm25.py), or hybrid (reciprocal rank fusion of both lists:
+fusion.py). Chunks with equal scores are listed by source and chunk number.
 """
 
 from __future__ import annotations
@@ -15,12 +10,12 @@ import os
 from dataclasses import asdict, dataclass
 
 from llmtune.errors import UserError
+from llmtune.index.bm25 import query_vectors
+from llmtune.index.fusion import FUSION_DEPTH, fuse, in_order
 from llmtune.index.settings import StoreSettings, check_request, search_params
 from llmtune.index.store import Store, in_list, parse_location
 
 MODES = ("dense", "bm25", "hybrid")
-RRF_K = 60
-FUSION_DEPTH = 100
 
 
 @dataclass
@@ -124,26 +119,36 @@ class Retriever:
         return self.search_expr(queries, k, mode, expr, vectors)
 
     def search_expr(self, queries: list[str], k: int, mode: str, expr: str, vectors=None) -> list[list[Hit]]:
-        params = search_params(self.settings.index, k)
         if mode == "bm25":
-            return [_hits(r, bm25=True) for r in self.store.search_bm25(queries, k, expr)]
+            return self.search_bm25(queries, k, expr)
         if vectors is None:
             vectors = self.encoder.embed_queries(queries)
         if mode == "dense":
-            return [_hits(r) for r in self.store.search_dense(vectors, k, expr, params)]
-        from pymilvus import RRFRanker
-
+            return self.search_dense(vectors, k, expr)
         depth = max(k, FUSION_DEPTH)
-        deep = search_params(self.settings.index, depth)
-        return [_hits(self.store.search_hybrid(v, q, k, depth, expr, deep, RRFRanker(RRF_K)))
-                for q, v in zip(queries, vectors)]
+        dense, bm25 = self.search_dense(vectors, depth, expr), self.search_bm25(queries, depth, expr)
+        return [fuse({"dense": d, "bm25": b}, k) for d, b in zip(dense, bm25)]
+
+    def search_dense(self, vectors, k: int, expr: str) -> list[list[Hit]]:
+        params = search_params(self.settings.index, k)
+        return [in_order(_hits(r)) for r in self.store.search_dense(vectors, k, expr, params)]
+
+    def search_bm25(self, queries: list[str], k: int, expr: str) -> list[list[Hit]]:
+        sparse = query_vectors(self.store, self.settings, queries)
+        asked = [i for i, v in enumerate(sparse) if v]  # a query none of whose terms occurs finds nothing
+        found = self.store.search_sparse([sparse[i] for i in asked], k, expr) if asked else []
+        out: list[list[Hit]] = [[] for _ in queries]
+        for i, results in zip(asked, found):
+            out[i] = in_order(_hits(results, bm25=True))
+        return out
 
 
 def _hits(results, bm25: bool = False) -> list[Hit]:
     out = []
     for rank, r in enumerate(results, start=1):
         e = r["entity"]
-        # Milvus reports BM25 as a positive score, Milvus Lite as its negation (a distance).
+        # BM25 is an inner product of sparse vectors: a server reports it positive, Milvus Lite as
+        # its negation (a distance).
         score = abs(r["distance"]) if bm25 else r["distance"]
         out.append(Hit(rank, float(score), e["source"], e["locator"], int(e["chunk"]), int(e["start"]),
                        int(e["end"]), e["text"]))

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from llmtune.errors import UserError
 
-FORMAT = 1
-"""Bumped when the layout of a store changes; an older llmtune refuses a newer store."""
+FORMAT = 2
+"""Bumped when the layout of a store changes; an older llmtune refuses a newer store. Format 2:
+BM25 computed by llmtune (analyzer, weights and statistics kept by the store; see bm25.py)."""
 DEFAULT_MODEL = "minilm"
 DEFAULT_CHUNK_TOKENS = 128
 DEFAULT_OVERLAP = 32
@@ -37,6 +38,11 @@ class StoreSettings:
     dim: int
     index: dict = field(default_factory=lambda: dict(DEFAULT_INDEX))
     """The dense vector index (Milvus index type and build parameters)."""
+    analyzer: dict = field(default_factory=lambda: {"language": "english", "stop_words": True,
+                                                    "words": r"\w+ lower-cased"})
+    """How text becomes BM25 terms (analyzer.py)."""
+    bm25: dict = field(default_factory=lambda: {"k1": 1.2, "b": 0.75})
+    """BM25's k1 and b (bm25.py)."""
     format: int = FORMAT
 
     def to_json(self) -> str:
@@ -48,11 +54,16 @@ class StoreSettings:
         if data.get("format", 0) > FORMAT:
             raise UserError(f"{where}: the store was written by a newer llmtune (store format {data['format']}, "
                             f"this one reads {FORMAT}); upgrade llmtune")
+        if data.get("format", 0) < FORMAT:
+            raise UserError(f"{where} was built by an earlier llmtune whose BM25 (Milvus's own, with statistics per "
+                            f"segment) ranks wrongly once a store is updated; index the files into a new store "
+                            f"(another --store or --collection)")
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
     def describe(self) -> str:
         return (f"model {self.model} ({self.pooling} pooling, {'normalised' if self.normalize else 'unnormalised'}, "
-                f"{self.dim} dims), chunks of {self.chunk_tokens} tokens with {self.overlap} overlap")
+                f"{self.dim} dims), chunks of {self.chunk_tokens} tokens with {self.overlap} overlap, "
+                f"BM25 language {self.analyzer['language']}")
 
 
 def canonical_model(name: str) -> str:
@@ -65,9 +76,10 @@ def canonical_model(name: str) -> str:
 
 
 def check_request(stored: StoreSettings, where: str, *, model: str | None = None, pooling: str | None = None,
-                  chunk_tokens: int | None = None, overlap: int | None = None) -> None:
+                  chunk_tokens: int | None = None, overlap: int | None = None, language: str | None = None) -> None:
     """Exit 2 if an explicitly requested setting differs from the store's."""
     asked = {"--model": (canonical_model(model) if model else None, stored.model),
+             "--language": (language.strip().lower() if language else None, stored.analyzer["language"]),
              "--pooling": (pooling, stored.pooling),
              "--chunk-tokens": (chunk_tokens, stored.chunk_tokens),
              "--overlap": (overlap, stored.overlap)}

@@ -5,13 +5,14 @@ server URI (`http://host:19530`, with `--token` for an authenticated server). Bo
 through pymilvus's `MilvusClient` with the same calls, so moving to a server or a cluster
 changes the flag and nothing else.
 
-A store named C (`--collection`, default `llmtune`) is three collections:
-- `C`: one row per chunk: dense vector, text (analysed for BM25, whose sparse vector Milvus
-  computes), source path, locator, chunk number, character offsets, content hash, version;
+A store named C (`--collection`, default `llmtune`) is four collections:
+- `C`: one row per chunk: dense vector, text, BM25 sparse vector (computed by llmtune, see
+  bm25.py), source path, locator, chunk number, character offsets, content hash, version;
 - `C_files`: one row per indexed file: its content hash, committed version and the versions
   whose chunks are in `C` but must not be seen (see `sync`);
-- `C_meta`: one row holding the `StoreSettings` that built the store.
-Milvus wants a vector field in every collection, so the two small ones carry a 2-dim pad.
+- `C_terms`: BM25's statistics: the number of chunks, and per term the chunks holding it;
+- `C_meta`: the `StoreSettings` that built the store, and flags (statistics being updated).
+Milvus wants a vector field in every collection, so the small ones carry a 2-dim pad.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ class Location:
         return where if self.collection == "llmtune" else f"{where} (collection {self.collection})"
 
 
-def parse_location(store: str, token: str | None = None, collection: str = "llmtune") -> Location:
+STORE_MARKS = ("LOCK", "collections", "databases")
+"""What Milvus Lite keeps in a store folder."""
+
+
+def parse_location(store: str, token: str | None = None, collection: str = "llmtune", create: bool = False
+                   ) -> Location:
+    """Where a store is. A local folder that exists must be a Milvus Lite store (an empty one
+    too, when `create`): nothing is ever written into someone's other folder."""
     if not _NAME.match(collection):
         raise UserError(f"--collection {collection!r}: use letters, digits and underscores, starting with a letter")
     if store.startswith(SERVER_SCHEMES):
@@ -61,6 +69,10 @@ def parse_location(store: str, token: str | None = None, collection: str = "llmt
         raise UserError(f"--store {store}: {path} is a file, not a Milvus Lite store (a folder); pick another name")
     if token:
         raise UserError("--token applies to a Milvus server; a local .db store has no authentication")
+    if path.is_dir() and not any((path / mark).exists() for mark in STORE_MARKS):
+        if not create or any(path.iterdir()):
+            raise UserError(f"--store {store}: the folder {path} exists but is not a Milvus Lite store (it has no "
+                            f"LOCK, collections/ or databases/); pick another path, llmtune writes nothing into it")
     return Location(str(path), None, collection, path)
 
 
@@ -102,8 +114,9 @@ class Store:
         self.chunks_name = location.collection
         self.files_name = f"{location.collection}_files"
         self.meta_name = f"{location.collection}_meta"
+        self.terms_name = f"{location.collection}_terms"
         self.client = _connect(location)
-        for name in (self.meta_name, self.files_name, self.chunks_name):
+        for name in (self.meta_name, self.files_name, self.terms_name, self.chunks_name):
             # A reopened collection starts released; Milvus searches only loaded ones.
             if self.client.has_collection(name):
                 self.client.load_collection(name)
@@ -122,14 +135,14 @@ class Store:
     def ensure(self, settings: StoreSettings) -> None:
         """Make whichever of the three collections is missing (a killed first run may have
         made some), and record `settings` unless the store already has its own."""
-        from pymilvus import DataType, Function, FunctionType, MilvusClient
+        from pymilvus import DataType, MilvusClient
 
         c = self.client
         if not c.has_collection(self.chunks_name):
             s = MilvusClient.create_schema(auto_id=False)
             s.add_field("id", DataType.VARCHAR, is_primary=True, max_length=128)
             s.add_field("vector", DataType.FLOAT_VECTOR, dim=settings.dim)
-            s.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES, enable_analyzer=True)
+            s.add_field("text", DataType.VARCHAR, max_length=MAX_TEXT_BYTES)
             s.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
             s.add_field("source", DataType.VARCHAR, max_length=MAX_SOURCE_BYTES)
             s.add_field("locator", DataType.VARCHAR, max_length=512)
@@ -137,28 +150,30 @@ class Store:
                 s.add_field(name, DataType.INT64)
             s.add_field("chunk_hash", DataType.VARCHAR, max_length=64)
             s.add_field("version", DataType.VARCHAR, max_length=64)
-            s.add_function(Function(name="text_bm25", function_type=FunctionType.BM25, input_field_names=["text"],
-                                    output_field_names=["sparse"]))
             index = c.prepare_index_params()
             params = {k: v for k, v in settings.index.items() if k != "index_type"}
             index.add_index(field_name="vector", index_type=settings.index["index_type"], metric_type="IP",
                             params=params)
-            index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="BM25")
+            index.add_index(field_name="sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
             c.create_collection(self.chunks_name, schema=s, index_params=index, consistency_level="Strong")
         self._small_collection(self.files_name, [("content_hash", 64), ("version", 64), ("hidden", 4096)],
                                ["n_hidden", "chunks"])
+        self._small_collection(self.terms_name, [], ["df"], key=DataType.INT64)
         # Written last: a store whose settings row exists has all three collections.
         self._small_collection(self.meta_name, [("value", 65535)], [])
         if not c.query(self.meta_name, filter='id == "settings"', output_fields=["id"]):
             c.upsert(self.meta_name, [{"id": "settings", "value": settings.to_json(), "pad": _PAD}])
 
-    def _small_collection(self, name: str, strings: list[tuple[str, int]], ints: list[str]) -> None:
+    def _small_collection(self, name: str, strings: list[tuple[str, int]], ints: list[str], key=None) -> None:
         from pymilvus import DataType, MilvusClient
 
         if self.client.has_collection(name):
             return
         s = MilvusClient.create_schema(auto_id=False)
-        s.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_SOURCE_BYTES)
+        if key is None:
+            s.add_field("id", DataType.VARCHAR, is_primary=True, max_length=MAX_SOURCE_BYTES)
+        else:
+            s.add_field("id", key, is_primary=True)
         for col, length in strings:
             s.add_field(col, DataType.VARCHAR, max_length=length)
         for col in ints:
@@ -193,6 +208,38 @@ class Store:
         for part in _slices(sources, 1000):
             self.client.delete(self.files_name, filter=in_list("id", part))
 
+    # -- flags and BM25 statistics -----------------------------------------------------------
+    def flag(self, name: str) -> bool:
+        return bool(self.client.query(self.meta_name, filter=f"id == {quote(name)}", output_fields=["id"]))
+
+    def set_flag(self, name: str, on: bool) -> None:
+        if on:
+            self.client.upsert(self.meta_name, [{"id": name, "value": "1", "pad": _PAD}])
+        else:
+            self.client.delete(self.meta_name, filter=f"id == {quote(name)}")
+
+    def term_dfs(self, dims: list[int]) -> dict[int, int]:
+        """{dimension: chunks holding it} for the dimensions the store has seen."""
+        out: dict[int, int] = {}
+        for part in _slices(dims, 1000):
+            rows = self.client.query(self.terms_name, filter=f"id in [{', '.join(map(str, part))}]",
+                                     output_fields=["df"], limit=len(part))
+            out.update((int(r["id"]), int(r["df"])) for r in rows)
+        return out
+
+    def put_term_dfs(self, dfs: dict[int, int]) -> None:
+        rows = [{"id": d, "df": n, "pad": _PAD} for d, n in dfs.items() if n > 0]
+        for part in _slices(rows, 4096):
+            self.client.upsert(self.terms_name, part)
+        for part in _slices([d for d, n in dfs.items() if n <= 0], 1000):
+            self.client.delete(self.terms_name, filter=f"id in [{', '.join(map(str, part))}]")
+
+    def reset_terms(self) -> None:
+        self.client.drop_collection(self.terms_name)
+        from pymilvus import DataType
+
+        self._small_collection(self.terms_name, [], ["df"], key=DataType.INT64)
+
     # -- chunks ----------------------------------------------------------------------------
     def insert_chunks(self, rows: list[dict]) -> None:
         for part in _slices(rows, 2048):
@@ -207,15 +254,16 @@ class Store:
         return int(rows[0]["count(*)"])
 
     def chunks_where(self, expr: str, fields: list[str] | None = None) -> list[dict]:
+        return list(self.chunks_iter(expr, fields))
+
+    def chunks_iter(self, expr: str, fields: list[str] | None = None):
         it = self.client.query_iterator(self.chunks_name, batch_size=4096, filter=expr,
                                         output_fields=fields or CHUNK_OUTPUT)
-        out: list[dict] = []
         try:
             while batch := it.next():
-                out.extend(batch)
+                yield from batch
         finally:
             it.close()
-        return out
 
     # -- search ----------------------------------------------------------------------------
     def search_dense(self, vectors, limit: int, expr: str, params: dict) -> list[list[dict]]:
@@ -223,20 +271,10 @@ class Store:
                                   filter=expr, output_fields=CHUNK_OUTPUT,
                                   search_params={"metric_type": "IP", "params": params})
 
-    def search_bm25(self, texts: list[str], limit: int, expr: str) -> list[list[dict]]:
-        return self.client.search(self.chunks_name, data=list(texts), anns_field="sparse", limit=limit,
-                                  filter=expr, output_fields=CHUNK_OUTPUT, search_params={"metric_type": "BM25"})
-
-    def search_hybrid(self, vector, text: str, limit: int, depth: int, expr: str, params: dict, ranker
-                      ) -> list[dict]:
-        from pymilvus import AnnSearchRequest
-
-        dense = AnnSearchRequest(data=[vector], anns_field="vector", limit=depth, expr=expr or None,
-                                 param={"metric_type": "IP", "params": params})
-        sparse = AnnSearchRequest(data=[text], anns_field="sparse", limit=depth, expr=expr or None,
-                                  param={"metric_type": "BM25"})
-        return self.client.hybrid_search(self.chunks_name, [dense, sparse], ranker, limit=limit,
-                                         output_fields=CHUNK_OUTPUT)[0]
+    def search_sparse(self, vectors: list[dict], limit: int, expr: str) -> list[list[dict]]:
+        """BM25: each query's idf-weighted term vector against the chunks' term weights (bm25.py)."""
+        return self.client.search(self.chunks_name, data=list(vectors), anns_field="sparse", limit=limit,
+                                  filter=expr, output_fields=CHUNK_OUTPUT, search_params={"metric_type": "IP"})
 
     def close(self) -> None:
         self.client.close()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -31,23 +30,17 @@ from pathlib import Path
 
 from llmtune.console import Reporter
 from llmtune.errors import UserError
-from llmtune.index.formats import Section, Unreadable, kind_of, read_sections
-from llmtune.index.store import MAX_SOURCE_BYTES, MAX_TEXT_BYTES, FileState, Store, parse_location
+from llmtune.index.bm25 import STALE_FLAG, TermDelta, recount
+from llmtune.index.commit import commit, delete_versions, prepare
+from llmtune.index.formats import kind_of
+from llmtune.index.progress import index_progress
+from llmtune.index.settings import check_request
+from llmtune.index.store import MAX_SOURCE_BYTES, FileState, Store, parse_location
 
 COMMIT_CHUNKS = 4096
 """Files are committed in groups of about this many chunks (a file is never split, so a big
-file is a group of its own): a killed run loses the group in flight."""
-
-
-@dataclass
-class Job:
-    path: Path
-    source: str
-    content_hash: str
-    old: FileState | None
-    sections: list[Section]
-    pieces: list[tuple[Section, object]] = field(default_factory=list)
-    """(section, chunking.Piece) in file order."""
+file is a group of its own, streamed through in parts of this size): a killed run loses the
+group in flight."""
 
 
 @dataclass
@@ -70,48 +63,69 @@ class Tally:
 def index_paths(paths: list[Path], store: str, *, token: str | None = None, collection: str = "llmtune",
                 model: str | None = None, pooling: str | None = None, chunk_tokens: int | None = None,
                 overlap: int | None = None, text_column: str = "text", id_column: str | None = None,
-                index: dict | None = None, commit_chunks: int = COMMIT_CHUNKS, batch_size: int = 32,
-                trust_remote_code: bool = False, reporter: Reporter | None = None) -> dict:
-    from llmtune.index.encoding import encoder_for, load_index_encoder
-    from llmtune.index.settings import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_OVERLAP, check_request
-
+                index: dict | None = None, language: str | None = None, commit_chunks: int = COMMIT_CHUNKS,
+                batch_size: int = 32, trust_remote_code: bool = False, reporter: Reporter | None = None) -> dict:
     rep = reporter or Reporter(quiet=True)
     started = time.perf_counter()
-    loc = parse_location(store, token, collection)
+    loc = parse_location(store, token, collection, create=True)
     files, roots = discover(paths)
     tally = Tally()
+    opts = dict(model=model, pooling=pooling, chunk_tokens=chunk_tokens, overlap=overlap, index=index,
+                language=language, batch_size=batch_size, trust_remote_code=trust_remote_code)
     with Store(loc) as st:
-        stored = st.settings()
-        t0 = time.perf_counter()
-        if stored is not None:
-            check_request(stored, loc.describe(), model=model, pooling=pooling, chunk_tokens=chunk_tokens,
-                          overlap=overlap)
-            enc = encoder_for(stored, batch_size=batch_size, trust_remote_code=trust_remote_code)
+        settings = st.settings()
+        enc = None
+        if settings is None:
+            enc = _load_encoder(None, tally, **opts)
+            st.ensure(enc.settings)
+            settings = enc.settings
         else:
-            enc = load_index_encoder(model or DEFAULT_MODEL, pooling=pooling,
-                                     chunk_tokens=chunk_tokens or DEFAULT_CHUNK_TOKENS,
-                                     overlap=DEFAULT_OVERLAP if overlap is None else overlap, index=index,
-                                     batch_size=batch_size, trust_remote_code=trust_remote_code)
-        tally.seconds["load"] += time.perf_counter() - t0
-        st.ensure(enc.settings)
+            check_request(settings, loc.describe(), model=model, pooling=pooling, chunk_tokens=chunk_tokens,
+                          overlap=overlap, language=language)
         repaired = recover(st)
         if repaired:
             rep.log(f"{loc.describe()}: finished {repaired} file(s) a killed run had left open")
         states = st.file_states()
         todo = plan(files, states, tally, text_column, id_column)
         gone = [s for s in states.values() if _under(s.source, roots) and s.source not in files]
-        rep.log(f"indexing {len(todo)} new or changed file(s) into {loc.describe()} "
-                f"({enc.settings.describe()})")
-        _run_jobs(st, enc, todo, states, tally, rep, commit_chunks, text_column, id_column)
+        if todo or gone:
+            st.set_flag(STALE_FLAG, True)  # cleared below; a killed run leaves it for the next to recount
+        if todo:
+            # An unchanged re-run never loads the model: only new or changed files need it.
+            enc = enc or _load_encoder(settings, tally, **opts)
+            rep.log(f"indexing {len(todo)} new or changed file(s) into {loc.describe()} ({settings.describe()})")
+            _run_jobs(st, enc, todo, states, tally, rep, commit_chunks, text_column, id_column)
         remove(st, gone)
         tally.removed = [s.source for s in gone]
+        if todo or gone:
+            st.set_flag(STALE_FLAG, False)
         total = st.count_chunks()
         t0 = time.perf_counter()
     tally.seconds["close"] += time.perf_counter() - t0  # Milvus Lite flushes and builds indexes on close
     for source, reason in tally.skipped:
         rep.warn(f"{source}: skipped, {reason}")
     rep.log(f"index: {tally.line()}; {total} chunks in {loc.describe()}")
-    return _summary(loc, enc.settings, tally, total, time.perf_counter() - started)
+    return _summary(loc, settings, tally, total, time.perf_counter() - started)
+
+
+def _load_encoder(stored, tally: Tally, *, model, pooling, chunk_tokens, overlap, index, language, batch_size,
+                  trust_remote_code):
+    """The store's encoder (`stored`), or a new store's from the options."""
+    from llmtune.index.analyzer import analyzer_settings
+    from llmtune.index.encoding import encoder_for, load_index_encoder
+    from llmtune.index.settings import DEFAULT_CHUNK_TOKENS, DEFAULT_MODEL, DEFAULT_OVERLAP
+
+    t0 = time.perf_counter()
+    if stored is not None:
+        enc = encoder_for(stored, batch_size=batch_size, trust_remote_code=trust_remote_code)
+    else:
+        enc = load_index_encoder(model or DEFAULT_MODEL, pooling=pooling,
+                                 chunk_tokens=chunk_tokens or DEFAULT_CHUNK_TOKENS,
+                                 overlap=DEFAULT_OVERLAP if overlap is None else overlap, index=index,
+                                 analyzer=analyzer_settings(language), batch_size=batch_size,
+                                 trust_remote_code=trust_remote_code)
+    tally.seconds["load"] += time.perf_counter() - t0
+    return enc
 
 
 def discover(paths: list[Path]) -> tuple[dict[str, Path], list[str]]:
@@ -168,88 +182,29 @@ def content_hash(data: bytes, path: Path, text_column: str, id_column: str | Non
 
 def _run_jobs(st: Store, enc, todo, states, tally: Tally, rep: Reporter, commit_chunks: int, text_column: str,
               id_column: str | None) -> None:
-    group: list[Job] = []
-    pending = done = 0
-    with rep.progress(len(todo), "index") as advance:
+    """Files into groups of about `commit_chunks` chunks; a file bigger than that is a group
+    of its own, streamed through in parts."""
+    group: list = []
+    pending = 0
+    with index_progress(rep, len(todo)) as progress:
         for source, path in todo:
             t0 = time.perf_counter()
-            job = _prepare(source, path, states.get(source), enc, tally, text_column, id_column)
+            job = prepare(source, path, states.get(source), enc, tally, text_column, id_column, content_hash,
+                          commit_chunks)
             tally.seconds["parse"] += time.perf_counter() - t0
             if job is None:
-                advance(1)
+                progress.skip()
                 continue
+            if not job.complete and group:
+                commit(st, enc, group, tally, commit_chunks, progress)
+                group, pending = [], 0
             group.append(job)
-            pending += len(job.pieces)
-            if pending >= commit_chunks:
-                done += _commit_logged(st, enc, group, tally, rep, commit_chunks, advance, done, len(todo))
+            pending += len(job.head)
+            if pending >= commit_chunks or not job.complete:
+                commit(st, enc, group, tally, commit_chunks, progress)
                 group, pending = [], 0
         if group:
-            _commit_logged(st, enc, group, tally, rep, commit_chunks, advance, done, len(todo))
-
-
-def _commit_logged(st, enc, group, tally, rep, commit_chunks, advance, done, total) -> int:
-    commit(st, enc, group, tally, commit_chunks)
-    advance(len(group), chunks=tally.chunks_written)
-    if not rep.interactive:
-        rep.log(f"committed {done + len(group)}/{total} file(s), {tally.chunks_written} chunks so far")
-    return len(group)
-
-
-def _prepare(source: str, path: Path, old: FileState | None, enc, tally: Tally, text_column: str,
-             id_column: str | None) -> Job | None:
-    try:
-        data = path.read_bytes()
-        sections = read_sections(path, data, text_column=text_column, id_column=id_column)
-    except OSError as exc:
-        tally.skipped.append((source, f"cannot read it ({exc.strerror or exc})"))
-        return None
-    except Unreadable as exc:
-        kept = f"; its {old.chunks} earlier chunks stay" if old is not None and old.version else ""
-        tally.skipped.append((source, f"{exc}{kept}"))
-        return None
-    job = Job(path, source, content_hash(data, path, text_column, id_column), old, sections)
-    for section, pieces in zip(sections, enc.chunker.split_many([s.text for s in sections])):
-        job.pieces.extend((section, p) for p in pieces)
-    return job
-
-
-def commit(st: Store, enc, group: list[Job], tally: Tally, commit_chunks: int) -> None:
-    """The five steps of the module docstring for a group of files."""
-    versions = {j.source: f"{j.content_hash[:16]}-{secrets.token_hex(4)}" for j in group}
-    olds = {j.source: j.old or FileState(j.source) for j in group}
-    st.put_states([replace(olds[j.source], hidden=[versions[j.source]]) for j in group])  # 1
-    rows = [(j, n, section, piece) for j in group for n, (section, piece) in enumerate(j.pieces)]
-    for start in range(0, len(rows), commit_chunks):  # 2
-        part = rows[start:start + commit_chunks]
-        t0 = time.perf_counter()
-        vectors = enc.embed_pieces([piece for _, _, _, piece in part])
-        t1 = time.perf_counter()
-        st.insert_chunks([_chunk_row(j.source, versions[j.source], n, sec, p, v)
-                          for (j, n, sec, p), v in zip(part, vectors)])
-        tally.seconds["embed"] += t1 - t0
-        tally.seconds["insert"] += time.perf_counter() - t1
-        tally.chunks_written += len(part)
-    t0 = time.perf_counter()
-    old_versions = [olds[j.source].version for j in group if olds[j.source].version]
-    flipped = [FileState(j.source, j.content_hash, versions[j.source],
-                         [olds[j.source].version] if olds[j.source].version else [], len(j.pieces)) for j in group]
-    st.put_states(flipped)  # 3
-    st.delete_versions(old_versions)  # 4
-    st.put_states([replace(s, hidden=[]) for s in flipped])  # 5
-    tally.seconds["insert"] += time.perf_counter() - t0
-    for j in group:
-        (tally.updated if olds[j.source].version else tally.added).append(j.source)
-
-
-def _chunk_row(source: str, version: str, n: int, section: Section, piece, vector) -> dict:
-    text = section.text[piece.start:piece.end]
-    stored = text.encode()
-    if len(stored) > MAX_TEXT_BYTES:  # only a window spanning a vast run of whitespace gets here
-        text = stored[:MAX_TEXT_BYTES].decode(errors="ignore")
-    file_key = hashlib.sha1(source.encode()).hexdigest()[:12]
-    return {"id": f"{file_key}:{version}:{n}", "vector": vector, "text": text, "source": source,
-            "locator": section.locator, "chunk": n, "start": piece.start, "end": piece.end,
-            "chunk_hash": hashlib.sha256(text.encode()).hexdigest()[:32], "version": version}
+            commit(st, enc, group, tally, commit_chunks, progress)
 
 
 def remove(st: Store, gone: list[FileState]) -> None:
@@ -257,18 +212,23 @@ def remove(st: Store, gone: list[FileState]) -> None:
     if not gone:
         return
     st.put_states([FileState(s.source, s.content_hash, "", [s.version] if s.version else [], s.chunks) for s in gone])
-    st.delete_versions([s.version for s in gone if s.version])
+    delta = TermDelta()
+    delete_versions(st, [s.version for s in gone if s.version], delta)
     st.drop_states([s.source for s in gone])
+    delta.apply(st)
 
 
 def recover(st: Store) -> int:
-    """Finish what a killed run left: delete hidden versions' chunks, settle the state rows."""
+    """Finish what a killed run left: delete hidden versions' chunks, settle the state rows,
+    and recount BM25's statistics if that run had begun to change them."""
     open_states = st.file_states("n_hidden > 0")
-    if not open_states:
-        return 0
-    st.delete_versions([v for s in open_states.values() for v in s.hidden])
-    st.put_states([replace(s, hidden=[]) for s in open_states.values() if s.version])
-    st.drop_states([s.source for s in open_states.values() if not s.version])
+    if open_states:
+        st.delete_versions([v for s in open_states.values() for v in s.hidden])
+        st.put_states([replace(s, hidden=[]) for s in open_states.values() if s.version])
+        st.drop_states([s.source for s in open_states.values() if not s.version])
+    if st.flag(STALE_FLAG):
+        recount(st)
+        st.set_flag(STALE_FLAG, False)
     return len(open_states)
 
 

@@ -107,8 +107,9 @@ class Encoder:
         """(len(texts), dim) float32 numpy array, rows in the order of `texts`."""
         return self.embed_ids(self.tokenize(list(texts))).numpy()
 
-    def embed_ids(self, ids: list[list[int]]):
-        """(len(ids), dim) float32 CPU tensor for already tokenized rows, in input order."""
+    def embed_ids(self, ids: list[list[int]], on_batch=None):
+        """(len(ids), dim) float32 CPU tensor for already tokenized rows, in input order.
+        `on_batch(indices)`, if given, is called after each batch with the rows it embedded."""
         import torch
         from torch.nn import functional as F
 
@@ -131,6 +132,8 @@ class Encoder:
                 if self.normalize:
                     vecs = F.normalize(vecs, dim=-1)
                 out[torch.tensor(idx)] = vecs.cpu()
+                if on_batch is not None:
+                    on_batch(idx)
         return out
 
 
