@@ -108,7 +108,9 @@ def test_ask_answers_with_the_sources_it_was_given(tmp_path, cli, write_recipe):
     assert out["sources"][0]["source"].endswith("glaciers.md") and isinstance(out["answer"], str)
     assert out["model"] == "tiny-llama" and out["prompt_tokens"] > 20
 
-    recipe = write_recipe({"model": {"name": "tiny-llama"}, "data": {"task": "causal_lm", "train": str(docs)},
+    train = tmp_path / "train.jsonl"
+    train.write_text('{"text": "Glaciers carve valleys."}\n')
+    recipe = write_recipe({"model": {"name": "tiny-llama"}, "data": {"task": "causal_lm", "train": str(train)},
                            "method": {"name": "lora"}})
     plain = cli("ask", "--store", store, "How are valleys carved?", "--recipe", recipe, "-k", "1",
                 "--max-new-tokens", "4")
