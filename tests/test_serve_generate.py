@@ -151,6 +151,16 @@ def test_a_disconnecting_client_stops_its_generation(servers):
     line = server.wait_for_line(r"went away; generation stopped after \d+ tokens")
     stopped_after = int(re.search(r"after (\d+) tokens", line).group(1))
     assert 2 <= stopped_after < LONG
+    # A client waiting for a whole (unstreamed) answer that gives up is noticed too.
+    body = {**body, "stream": False, "messages": [{"role": "user", "content": "the sea"}]}
+    before = server.log().count("went away")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=0.5)
+    deadline = time.monotonic() + 30
+    while server.log().count("went away") == before:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert int(re.findall(r"after (\d+) tokens", server.log())[-1]) < LONG
 
 
 def _stream_all(server, name: str, max_tokens: int, first: threading.Event, out: dict) -> None:
