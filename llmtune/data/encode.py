@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmtune.data.prompt_style import render_alpaca_prompt  # noqa: F401  (also imported from here)
 from llmtune.data.readers import Row
 from llmtune.errors import DataError
 
@@ -184,11 +185,6 @@ def encode_sft(rows, tok, cfg, stats: EncodeStats) -> list[dict]:
             continue
         out.append({"input_ids": ids, "labels": labels})
     return out
-
-
-def render_alpaca_prompt(template: str, instruction: str, inp: str) -> str:
-    block = f"### Input:\n{inp}\n\n" if inp.strip() else ""
-    return template.format(instruction=instruction, input=inp, input_block=block)
 
 
 def _alpaca_pieces(row: Row, tok, cfg, stats: EncodeStats):

@@ -27,6 +27,12 @@ def resolve_prompt_style(data_cfg, tok) -> str:
     return PLAIN
 
 
+def render_alpaca_prompt(template: str, instruction: str, inp: str) -> str:
+    """`data.prompt_template` filled with an alpaca row's instruction and input."""
+    block = f"### Input:\n{inp}\n\n" if inp.strip() else ""
+    return template.format(instruction=instruction, input=inp, input_block=block)
+
+
 def alpaca_user_turn(instruction: str, inp: str) -> str:
     """The user message an alpaca row becomes: the instruction, then the input after a blank line."""
     return f"{instruction}\n\n{inp}" if inp.strip() else instruction
@@ -55,3 +61,27 @@ def describe(summary: dict) -> str | None:
         parts.append(f"{summary['markers_failed']} rows: the template's {{% generation %}} markers did not match "
                      f"the assistant turns, so verified incremental renderings were used")
     return "; ".join(parts) or None
+
+
+TEXT = "text"
+
+
+def render_text_prompts(rows: list[dict], style: str, template: str | None, tok) -> list[dict]:
+    """Online RL's text prompts rendered as a model was trained to read them: `chat` turns each
+    into a user message (the chat template renders it), `plain` fills `template`'s instruction
+    with it, `text` leaves it as it is. Chat-message prompts are already in chat form."""
+    if style == TEXT:
+        return rows
+    if style == CHAT and not has_chat_template(tok):
+        raise DataError("text prompts are to be rendered through the chat template (data.prompt_style, or the "
+                        "parent run's), but the model's tokenizer has none; use prompt_style: plain or text")
+    out = []
+    for row in rows:
+        prompt = row["prompt"]
+        if isinstance(prompt, str):
+            if style == CHAT:
+                prompt = [{"role": "user", "content": prompt}]
+            else:
+                prompt = render_alpaca_prompt(template or "{instruction}", prompt, "")
+        out.append({**row, "prompt": prompt})
+    return out

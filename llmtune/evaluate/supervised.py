@@ -22,22 +22,26 @@ def evaluate_examples(model, examples: list[dict], *, batch_size: int, pad_id: i
     preds, golds = [], []
     total_loss = torch.zeros((), dtype=torch.float64, device=device)
     total_tokens = torch.zeros((), dtype=torch.long, device=device)
+    per_row: list[torch.Tensor] = []  # (loss sum, tokens) of each example: the loss's standard error
     for idx in batches:
         batch = {k: v.to(device) for k, v in collate([examples[i] for i in idx], pad_id).items()}
         _, logits = model(batch["input_ids"], batch["attention_mask"])
         if model.is_causal:
             shift_logits = logits[:, :-1].float()
             shift_labels = batch["labels"][:, 1:]
-            loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
-                                   ignore_index=IGNORE, reduction="sum")
-            total_loss += loss.double()
-            total_tokens += (shift_labels != IGNORE).sum()
+            losses = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1),
+                                     ignore_index=IGNORE, reduction="none").view(shift_labels.shape).double()
+            counted = (shift_labels != IGNORE)
+            total_loss += losses.sum()
+            total_tokens += counted.sum()
+            per_row.append(torch.stack([losses.sum(1), counted.sum(1).double()], 1).cpu())
         else:
             preds.append(logits.argmax(-1).cpu())
             golds.append(batch["labels"].cpu())
     model.train(was_training)
     if model.is_causal:
-        return lm_metrics(total_loss.item(), int(total_tokens.item()))
+        rows = torch.cat(per_row).tolist() if per_row else []
+        return lm_metrics(total_loss.item(), int(total_tokens.item()), [(a, int(b)) for a, b in rows])
     p = torch.cat(preds).tolist() if preds else []
     g = torch.cat(golds).tolist() if golds else []
     return classification_metrics(p, g, labels)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from llmtune.errors import UserError
-from llmtune.models import builtin, gguf_cache
+from llmtune.models import builtin, gguf_cache, run_source
 from llmtune.models.local_model import local_model_problem
 from llmtune.models.precision import weights_dtype
 
@@ -19,6 +19,8 @@ def resolve_source(name: str) -> str:
         return str(builtin.minilm_path())
     if gguf_cache.is_gguf_name(name):
         return str(gguf_cache.converted_folder(name))
+    if run_source.is_run_dir(name):  # a finished run: its base with what it trained merged in
+        return str(run_source.merged_source(name))
     return name
 
 
@@ -66,7 +68,7 @@ def model_config(name: str, trust_remote_code: bool = False, revision: str | Non
     try:
         return AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, revision=revision)
     except (OSError, ValueError) as exc:
-        raise _hub_error(name, exc) from None
+        raise hub_error(name, exc) from None
 
 
 def load_body(name: str, task: str, *, trust_remote_code: bool = False, revision: str | None = None,

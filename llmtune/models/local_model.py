@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llmtune.models import builtin, gguf_cache
+from llmtune.models import builtin, gguf_cache, run_source
 
 MODEL_FOLDER_HOLDS = ("config.json, the weights (model.safetensors, or its shards and "
                       "model.safetensors.index.json) and the tokenizer files (tokenizer.json, tokenizer_config.json)")
@@ -27,6 +27,8 @@ def local_model_problem(name: str, *, tokenizer_only: bool = False) -> str | Non
     Relative paths are taken from the current directory, as the loaders take them."""
     if builtin.is_builtin(name) or gguf_cache.is_gguf_name(name) or not looks_local(name):
         return None
+    if run_source.is_run_dir(name):  # a finished run stands for its merged model (models/run_source.py)
+        return None
     path = Path(name).expanduser()
     if not path.exists():
         return "no such folder; check the path (relative paths are taken from the current directory)"
@@ -37,6 +39,6 @@ def local_model_problem(name: str, *, tokenizer_only: bool = False) -> str | Non
     if any((path / file).is_file() for file in wanted):
         return None
     if (path / "final" / "llmtune.json").is_file():
-        return (f"{path} is an llmtune run directory, not a model folder; its trained model is in "
-                f"{path / 'final'} (`llmtune export` writes a plain model folder from it)")
+        return (f"{path} looks like an llmtune run directory but has no recipe.yaml; name a finished run, or "
+                f"`llmtune export --merge` it into a plain model folder")
     return f"{path} is not a model folder: it has no config.json; a model folder holds {MODEL_FOLDER_HOLDS}"

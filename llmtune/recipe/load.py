@@ -12,11 +12,18 @@ from typing import Any
 from pydantic import BaseModel, ValidationError, create_model
 
 from llmtune.errors import RecipeError
+from llmtune.methods import parent_run
+from llmtune.models.run_source import is_run_dir, register_merger
 from llmtune.recipe.local_paths import (DATA_SOURCES, Problem, data_file_problems, model_folder_problems,
                                         resolve_data_path)
 from llmtune.recipe.migrations import old_form_problems
 from llmtune.recipe.schema import _RecipeBase
 from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_lines
+
+# A finished run named as `model.name` loads as its base with what it trained merged in; the
+# loaders (models floor) may not import the methods, so every entry point that loads a recipe
+# hands them the merge here.
+register_merger(parent_run.merged_folder)
 
 MAX_RECIPE_BYTES = 256 * 1024
 """A recipe is a few small sections: a larger file is a mistake (a data file passed as the
@@ -297,6 +304,9 @@ def resolve_paths(recipe: _RecipeBase, base_dir: Path) -> _RecipeBase:
         ev = sections.get("eval", recipe.eval)
         sections["eval"] = ev.model_copy(update={"store": str(resolve_data_path(store, base_dir))})
     sections["method"] = recipe.method.resolve_paths(base_dir)
+    if is_run_dir(recipe.model.name):  # a finished run as the model: recorded by its absolute path
+        absolute = str(Path(recipe.model.name).expanduser().absolute())
+        sections["model"] = recipe.model.model_copy(update={"name": absolute})
     return recipe.model_copy(update=sections)
 
 

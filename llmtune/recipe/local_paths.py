@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from llmtune.data.readers import not_a_data_file
+from llmtune.errors import UserError
 from llmtune.models.local_model import local_model_problem
+from llmtune.models.run_source import is_run_dir
 
 KeyPath = tuple[Any, ...]
 Problem = tuple[KeyPath, str]
@@ -54,6 +56,12 @@ def model_folder_problems(raw: dict) -> list[Problem]:
         return []
     try:
         problem = local_model_problem(name)
+        if problem is None and is_run_dir(name):  # a finished run as the model: one that can merge
+            from llmtune.methods.parent_run import problem as parent_problem
+
+            problem = parent_problem(name)
+    except UserError as exc:
+        problem = str(exc)
     except (OSError, RuntimeError, ValueError) as exc:
         problem = f"not a usable path ({exc})"
     return [(("model", "name"), problem)] if problem else []

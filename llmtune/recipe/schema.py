@@ -123,7 +123,10 @@ class DataSection(Section):
     `prompt_template` text followed by the output and end-of-sequence. `auto`: `chat` when
     the model's tokenizer has a chat template, else `plain`. Training, `llmtune eval` and
     `llmtune preview` render prompts the same way; the choice is logged and recorded in the
-    manifest's data summary."""
+    manifest's data summary. For text prompts of online RL (`prompts`): `chat` makes each a
+    user turn of the chat template, `plain` fills `prompt_template`'s instruction with it,
+    `auto` renders them as the parent run did when `model.name` is a run directory (its chat
+    template or its plain template) and leaves them as they are otherwise."""
     max_length: int = Field(256, gt=0)
     """Tokens per example; longer examples are truncated (and counted in the log)."""
     truncation_side: Literal["right", "left"] = "right"

@@ -42,6 +42,7 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
                overwrite: bool = False) -> dict:
     """Train what a loaded recipe describes into its run directory; returns the result."""
     recipe, recipe_path = loaded.recipe, loaded.path
+    from llmtune.methods.parent_run import provenance as parent_provenance
     from llmtune.models.gguf_cache import provenance as model_provenance
     from llmtune.train.tracking import check_installed, start_tracking
 
@@ -57,6 +58,8 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
     # GGUF-sourced models (file, hash, dequantized) are converted here, before a run directory
     # exists, so a missing package stops the run with nothing written.
     model_source = model_provenance(recipe.model.name)
+    # A run named as the model is merged into a plain folder here too (its record: parent_run).
+    parent_run = parent_provenance(recipe.model.name)
     main = is_main_process()
     if main:
         run = open_run_dir(out, resume=resume, overwrite=overwrite)
@@ -66,6 +69,7 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
     reporter.log(f"run directory: {run.path}")
     session = RunSession(recipe, recipe_path, run, reporter, resume=resume, main=main)
     session.model_source = model_source
+    session.parent_run = parent_run
     run.tracker = start_tracking(recipe, run) if main else None
     try:
         return session.run(method_for(recipe.method))
@@ -136,6 +140,8 @@ class RunSession:
         self.interactive = bool(getattr(reporter, "interactive", False))
         self.manifest: dict | None = None
         self.model_source: dict | None = None
+        self.parent_run: dict | None = None
+        """The finished run `model.name` names (methods/parent_run.py), if it names one."""
         self._stop: StopRequested | None = None
         self._started = time.perf_counter()
         self._train_started = self._started
@@ -146,7 +152,8 @@ class RunSession:
         self.manifest = mf.build_manifest(self.recipe_path, r.train.seed, {
             "method": r.method.name, "task": r.data.task, "model": r.model.name, "recipe_hash": mf.recipe_hash(r),
             "status": "running", "precision": precision_record(r.model.dtype, r.train.precision),
-            **({"model_source": self.model_source} if self.model_source else {}), **manifest})
+            **({"model_source": self.model_source} if self.model_source else {}),
+            **({"parent_run": self.parent_run} if self.parent_run else {}), **manifest})
         if "trainable_parameters" in manifest:
             self.manifest["trainable_percent"] = 100 * manifest["trainable_parameters"] / manifest["total_parameters"]
             self.reporter.log(f"method {r.method.name}: {manifest['trainable_parameters']:,} trainable of "

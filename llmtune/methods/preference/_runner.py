@@ -66,6 +66,7 @@ def fit_trl(job, method) -> Outcome:
         data = load_preference_data(r.data)
         data.train = method.prepare_rows(data.train, tok, r)
         data.eval = method.prepare_rows(data.eval, tok, r) if data.eval else []
+        data.summary.setdefault("prompt_style", "chat" if data.chat else "text")  # what a later stage follows
         rep.log(_data_line(data))
         _check_chat_template(data, tok, r)
         torch.manual_seed(r.train.seed)

@@ -29,3 +29,27 @@ def contains(completions, word: str, case_sensitive: bool = False, **kw) -> list
         word = word.lower()
     return [float(word in (completion_text(c) if case_sensitive else completion_text(c).lower()))
             for c in completions]
+
+
+def answer_match(completions, answer, labels: list | None = None, partial: float = 0.0, **kw) -> list[float]:
+    """1.0 when the reply is the row's `answer` (a column of the prompts file; case, punctuation
+    and articles ignored), `partial` when it names the answer among other words but none of the
+    other `labels`, else 0.0. A partial credit gives online RL a signal from a model that still
+    answers in sentences."""
+    import re
+
+    from llmtune.evaluate.metrics import normalize_answer
+
+    others = [normalize_answer(str(x)) for x in labels or []]
+    out = []
+    for c, gold in zip(completions, answer):
+        reply, want = normalize_answer(completion_text(c)), normalize_answer(str(gold))
+        words = set(re.findall(r"\w+", reply))
+        named = [o for o in others if o and o != want and set(o.split()) <= words]
+        if reply == want:
+            out.append(1.0)
+        elif want and set(want.split()) <= words and not named:
+            out.append(float(partial))
+        else:
+            out.append(0.0)
+    return out

@@ -123,14 +123,22 @@ class Rl(TrlMethod):
             "num_iterations": c.num_iterations, "log_completions": False}
 
     def prepare_rows(self, rows: list[dict], tok, recipe) -> list[dict]:
+        """Text prompts rendered as the model reads them (data.prompt_style; `auto` follows a
+        parent run), then cut to fit beside the completion."""
+        from llmtune.data.prompt_style import render_text_prompts
+        from llmtune.methods.parent_run import recipe_prompt_format
         from llmtune.methods.preference._rl_rewards import fit_prompts
 
+        rows = render_text_prompts(rows, *recipe_prompt_format(recipe), tok)
         return fit_prompts(rows, tok, recipe.data.max_length - self.config.max_completion_length)
 
     def manifest_extra(self, setup: Setup) -> dict:
+        from llmtune.methods.parent_run import recipe_prompt_format
         from llmtune.methods.preference._rl_rewards import resolve_reward
 
-        return {"reward": resolve_reward(self.config), "algorithm": self.config.algorithm}
+        style, template = recipe_prompt_format(setup.recipe)
+        return {"reward": resolve_reward(self.config), "algorithm": self.config.algorithm,
+                "prompt_format": {"style": style, "template": template}}
 
     def build_trainer(self, setup, model, tok, train, eval, args, callbacks, ref_model):
         from trl import GRPOTrainer, RLOOTrainer
