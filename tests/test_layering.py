@@ -21,7 +21,7 @@ PACKAGE = ROOT / "llmtune"
 FLOORS = [
     ("cli", ("llmtune.cli", "llmtune.__main__")),
     ("verbs", ("llmtune.embed", "llmtune.runs", "llmtune.index", "llmtune.report", "llmtune.preview",
-               "llmtune.doctor", "llmtune.serve")),
+               "llmtune.doctor", "llmtune.serve", "llmtune.chat")),
     ("recipe", ("llmtune.recipe",)),
     ("train", ("llmtune.train",)),
     ("methods", ("llmtune.methods",)),

@@ -14,9 +14,11 @@ from llmtune.cli import ask_cmd, index_cmd, query_cmd
 from llmtune.cli import compare_cmd, report_cmd
 from llmtune.cli import doctor_cmd, preview_cmd
 from llmtune.cli import serve_cmd
+from llmtune.cli import chat_cmd, generate_cmd
 
 COMMAND_MODULES = (train_cmd, eval_cmd, validate_cmd, info_cmd, embed_cmd, export_cmd, index_cmd, query_cmd,
-                   ask_cmd, report_cmd, compare_cmd, preview_cmd, doctor_cmd, serve_cmd)
+                   ask_cmd, report_cmd, compare_cmd, preview_cmd, doctor_cmd, serve_cmd,
+                   chat_cmd, generate_cmd)
 
 
 def new_app(modules=COMMAND_MODULES) -> typer.Typer:

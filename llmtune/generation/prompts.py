@@ -5,7 +5,7 @@ the model was trained:
   header) at the end; the ids are the template's text tokenized without added special tokens,
   as training tokenized it (data/chat_masks.py);
 - `plain`: alpaca rows trained with `data.prompt_template` (`prompt_style: plain`): each user
-  turn fills the template's instruction, each answer follows it and ends with end-of-sequence,
+  turn fills the template's instruction (a message may carry `instruction` and `input` apart), each answer follows it and ends with end-of-sequence,
   as training wrote one example (data/encode.py); a system message goes in front;
 - `text`: a model trained on raw text (or a base model without a chat template) continues the
   messages' contents, one per line.
@@ -30,7 +30,8 @@ class PromptFormat:
 
     def render(self, tok, messages: list[dict]) -> list[int]:
         if self.style == CHAT:
-            text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            plain = [{"role": m["role"], "content": m["content"]} for m in messages]
+            text = tok.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
             return tok(text, add_special_tokens=False)["input_ids"]
         if self.style == PLAIN:
             return _plain(tok, messages, self.template or "{instruction}")
@@ -45,7 +46,9 @@ def _plain(tok, messages: list[dict], template: str) -> list[int]:
     system = "".join(m["content"] + "\n\n" for m in messages if m["role"] == "system")
     for m in messages:
         if m["role"] == "user":
-            pieces.append(system + render_alpaca_prompt(template, m["content"], ""))
+            # an alpaca row keeps its input apart, for the template's {input} / {input_block}
+            fields = (m["instruction"], m.get("input", "")) if "instruction" in m else (m["content"], "")
+            pieces.append(system + render_alpaca_prompt(template, *fields))
             system = ""
         elif m["role"] == "assistant":
             pieces.append(m["content"])
