@@ -82,6 +82,9 @@ def identify(arg: str | Path) -> Source:
         return Source(text, target.holds, target=target, info=target.info)
     if path.is_dir() and (path / INFO_FILE).exists():
         info = json.loads((path / INFO_FILE).read_text())
+        export = info.get("export") or {}
+        if export.get("format") == "gguf" and export.get("file"):  # `export --format gguf`: its .gguf file
+            return Source(text, holds(info), model=str(path / export["file"]), info=info)
         if not (path / "config.json").exists():
             raise UserError(_adapter_only(path, info))
         return Source(text, holds(info), model=text, info=info)
