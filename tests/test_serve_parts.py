@@ -112,3 +112,37 @@ def test_a_job_cancelled_while_waiting_never_runs():
 
     _run(scenario())
     assert ran == [0, 2]
+
+
+def test_after_a_shared_batch_the_next_waits_briefly_to_fill_up():
+    """Clients answered together come back a few milliseconds apart: after a batch of several,
+    the worker waits (up to batch_wait) for them instead of starting with the first alone."""
+    sizes: list[int] = []
+
+    def record(jobs):
+        sizes.append(len(jobs))
+        for job in jobs:
+            job.finish(None)
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        worker = Worker({"k": record}, max_queue=8, max_batch=4, batch_wait=0.5)
+        first_wave = [Job("k", i, loop) for i in range(3)]
+        for job in first_wave:  # queued before the worker starts: one batch of three
+            worker.submit(job)
+        worker.start()
+        for job in first_wave:
+            await job.result()
+        second_wave = [Job("k", i, loop) for i in range(4)]
+        for job in second_wave:  # trickling in: the first alone would start a batch of one
+            worker.submit(job)
+            await asyncio.sleep(0.05)
+        for job in second_wave:
+            await job.result()
+        lone = Job("k", 9, loop)
+        worker.submit(lone)
+        await lone.result()
+        worker.stop(5)
+
+    _run(scenario())
+    assert sizes == [3, 4, 1]  # the lone job after a full batch of 4 waited at most batch_wait, then ran

@@ -23,6 +23,9 @@ def serve(
                                                                  "are answered 503 at once."),
     max_batch: int = typer.Option(8, "--max-batch", min=1, help="Waiting requests of one kind run together in "
                                                                 "one batch, up to this many."),
+    batch_wait_ms: float = typer.Option(50.0, "--batch-wait-ms", min=0, help="After a batch of several requests, "
+                                        "the next one waits up to this long for clients to come back and fill it "
+                                        "(0: never wait)."),
     drain_seconds: float = typer.Option(30.0, "--drain-seconds", min=0, help="On SIGTERM, how long requests in "
                                         "flight may take to finish before they are cut."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run model code shipped with the "
@@ -34,8 +37,8 @@ def serve(
     from llmtune.serve.server import ServeOptions, serve as run_server
 
     opts = ServeOptions(host=host, port=port, api_key=api_key, name=name, max_queue=max_queue,
-                        max_batch=max_batch, drain_seconds=drain_seconds, trust_remote_code=trust_remote_code,
-                        log_requests=log_requests)
+                        max_batch=max_batch, batch_wait_ms=batch_wait_ms, drain_seconds=drain_seconds,
+                        trust_remote_code=trust_remote_code, log_requests=log_requests)
     code = run_server(source, opts, Reporter())
     if code:
         raise typer.Exit(code)

@@ -27,6 +27,7 @@ class ServeOptions:
     """The model id clients send; default: the run folder's name or the model name."""
     max_queue: int = 64
     max_batch: int = 8
+    batch_wait_ms: float = 50.0
     drain_seconds: float = 30.0
     trust_remote_code: bool = False
     log_requests: bool = False
@@ -70,7 +71,8 @@ def _serve(source: str, opts: ServeOptions, key: str | None, sock: socket.socket
 
     reporter.log(f"loading {source}")
     served = open_served(source, name=opts.name, trust_remote_code=opts.trust_remote_code, reporter=reporter)
-    worker = Worker(handlers_for(served, reporter), max_queue=opts.max_queue, max_batch=opts.max_batch)
+    worker = Worker(handlers_for(served, reporter), max_queue=opts.max_queue, max_batch=opts.max_batch,
+                    batch_wait=opts.batch_wait_ms / 1000)
     ctx = Context(served, worker, key, reporter.log)
 
     @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -83,12 +84,17 @@ Handler = Callable[[list[Job]], None]
 
 class Worker:
     """`handlers`: kind -> f(jobs) run on the worker thread; it must finish or fail every job.
-    `max_queue`: jobs that may wait (the one running not counted). `max_batch`: jobs per call."""
+    `max_queue`: jobs that may wait (the one running not counted). `max_batch`: jobs per call.
+    `batch_wait`: seconds a batch may wait for more jobs of its kind to fill it, when the last
+    batch of that kind held several (clients that were answered together come back together,
+    a few milliseconds apart; a lone client never waits)."""
 
-    def __init__(self, handlers: dict[str, Handler], *, max_queue: int, max_batch: int):
+    def __init__(self, handlers: dict[str, Handler], *, max_queue: int, max_batch: int, batch_wait: float = 0.0):
         self.handlers = handlers
         self.max_queue = max_queue
         self.max_batch = max_batch
+        self.batch_wait = batch_wait
+        self._last_size: dict[str, int] = {}
         self._waiting: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -135,13 +141,25 @@ class Worker:
                 self._cond.wait()
             first = self._waiting.popleft()
             batch = [first]
-            for job in list(self._waiting):
-                if len(batch) >= self.max_batch:
-                    break
-                if job.kind == first.kind:
-                    self._waiting.remove(job)
-                    batch.append(job)
+            self._take_same_kind(batch)
+            if self.batch_wait > 0 and self._last_size.get(first.kind, 1) > 1:
+                deadline = time.monotonic() + self.batch_wait
+                while len(batch) < self.max_batch and not self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                    self._take_same_kind(batch)
+            self._last_size[first.kind] = len(batch)
             return batch
+
+    def _take_same_kind(self, batch: list[Job]) -> None:
+        for job in list(self._waiting):
+            if len(batch) >= self.max_batch:
+                return
+            if job.kind == batch[0].kind:
+                self._waiting.remove(job)
+                batch.append(job)
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
