@@ -109,7 +109,7 @@ def generate_parity(model: str, base_url: str, model_id: str, prompts: list[str]
                "--max-new-tokens", str(max_tokens)]
         subprocess.run(cmd, check=True, env=_env(), stdout=subprocess.DEVNULL)
         generated = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    texts = [row.get("answer", row.get("text", row.get("output"))) for row in generated]
+    texts = [row["output"] for row in sorted(generated, key=lambda row: row["line"])]
     same = sum(a == b for a, b in zip(served, texts))
     mismatches = [{"prompt": p, "server": a, "generate": b} for p, a, b in zip(prompts, served, texts) if a != b]
     return {"prompts": len(prompts), "identical": same, "mismatches": mismatches[:3]}
@@ -126,6 +126,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch", type=int, default=8)
+    ap.add_argument("--batch-wait-ms", type=float, default=50.0)
     ap.add_argument("--parity-prompts", type=int, default=16, help="0 skips the check against llmtune generate")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -134,7 +135,8 @@ def main() -> int:
     from serve_helpers import ServerProcess
 
     started = time.perf_counter()
-    server = ServerProcess(args.model, "--max-batch", str(args.max_batch), "--max-queue", str(4 * MAX_CLIENTS),
+    server = ServerProcess(args.model, "--max-batch", str(args.max_batch), "--batch-wait-ms", str(args.batch_wait_ms),
+                           "--max-queue", str(4 * MAX_CLIENTS),
                            env={"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))},
                            timeout=600)
     import httpx
@@ -147,7 +149,8 @@ def main() -> int:
         one_request(OpenAI(base_url=server.base_url, api_key="unused"), model_id, prompts[0], 4)  # first-call costs
         results, errors, wall = run_clients(server.base_url, model_id, args.clients, args.seconds, args.max_tokens,
                                             prompts)
-        report = {"model": args.model, "max_batch": args.max_batch, "max_tokens": args.max_tokens,
+        report = {"model": args.model, "max_batch": args.max_batch, "batch_wait_ms": args.batch_wait_ms,
+                  "max_tokens": args.max_tokens,
                   **summary(results, errors, wall, args.clients), "error_samples": errors[:3]}
         if args.parity_prompts:
             report["parity"] = generate_parity(args.model, server.base_url, model_id, prompts[:args.parity_prompts],
