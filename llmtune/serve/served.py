@@ -44,8 +44,9 @@ def open_served(source: str, *, name: str | None = None, trust_remote_code: bool
         return _open_causal(source, model_id, trust_remote_code, reporter)
     if what.kind == CLASSIFICATION and what.target is not None and what.target.final is not None:
         return _open_classifier(what.target, model_id, reporter)
-    if what.kind == ENCODER:
-        model = what.model if what.model is not None else what.target.recipe.model.name
+    if what.kind == ENCODER:  # a model, a recipe's base model, or a run that trained an encoder
+        t = what.target
+        model = what.model if t is None else str(t.run_dir) if t.final is not None else t.recipe.model.name
         return _open_encoder(model, model_id, trust_remote_code, reporter)
     raise UserError(f"{source}: holds a {what.kind}; `llmtune serve` serves causal LMs (chat, completions), "
                     f"classification runs (classify, embeddings) and encoders (embeddings)"
