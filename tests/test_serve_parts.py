@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from llmtune.serve.access import authorized, is_loopback
-from llmtune.serve.worker import Job, QueueFull, Worker
+from llmtune.serve.worker import Cancelled, Job, QueueFull, Worker
 
 
 def test_loopback_and_key_check():
@@ -106,7 +106,7 @@ def test_a_job_cancelled_while_waiting_never_runs():
         gate.set()
         await jobs[0].result()
         await jobs[2].result()
-        with pytest.raises(asyncio.CancelledError):
+        with pytest.raises(Cancelled):
             await jobs[1].result()
         worker.stop(5)
 

@@ -9,6 +9,7 @@ from llmtune.serve.access import authorized
 from llmtune.serve.api_errors import ApiError, error_body, unauthorized, validation_param
 # pydantic only (no FastAPI): FastAPI reads the routes' annotations from this module's names.
 from llmtune.serve.schemas import ChatRequest, ClassifyRequest, CompletionRequest, EmbeddingsRequest
+from llmtune.serve.worker import Cancelled
 
 if TYPE_CHECKING:
     from llmtune.serve.context import Context
@@ -49,6 +50,12 @@ def build_app(ctx: "Context", lifespan=None):
     @app.exception_handler(ApiError)
     async def api_error(_request, exc: ApiError):
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(Cancelled)
+    async def cancelled(_request, _exc: Cancelled):
+        # Nobody reads it: the client is gone. 499 as nginx logs a client that closed first.
+        return JSONResponse(error_body("the client closed the request", "invalid_request_error", None,
+                                       "client_closed"), status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request, exc: RequestValidationError):

@@ -33,6 +33,10 @@ class Closed(Exception):
     """The worker is shutting down and takes no new jobs."""
 
 
+class Cancelled(Exception):
+    """The job's client went away before the job ran; it was dropped unrun."""
+
+
 _ids = itertools.count(1)
 
 
@@ -166,7 +170,7 @@ class Worker:
             live = []
             for job in batch:
                 if job.cancel.is_set():  # the client left while it waited: nothing to compute
-                    job.fail(asyncio.CancelledError())
+                    job.fail(Cancelled())
                 else:
                     live.append(job)
             if not live:
