@@ -72,10 +72,11 @@ def _cpu() -> dict:
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
                 info["available_gib"] = round(int(line.split()[1]) / 2**20, 1)
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    from llmtune.device import cpu_bf16_instructions
+
     # bf16 runs on any CPU; these instructions make its matmuls fast instead of emulated.
-    info["bf16_native"] = bool(flags & {"avx512_bf16", "amx_bf16"})
+    info["bf16_instructions"] = cpu_bf16_instructions()
+    info["bf16_native"] = bool(info["bf16_instructions"])
     return info
 
 
@@ -139,7 +140,8 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
         cpu = d["cpu"]
         out.append(("devices", "cpu", f"{cpu['cores']} cores, {cpu.get('memory_gib', '?')} GiB "
                                       f"({cpu.get('available_gib', '?')} available), {cpu['capability']}"))
-        out.append(("devices", "bf16 on cpu", "native" if cpu["bf16_native"] else "emulated (slow)"))
+        out.append(("devices", "bf16 on cpu", f"native ({', '.join(cpu['bf16_instructions'])})" if cpu["bf16_native"]
+                    else "emulated (no AVX512-BF16 or AMX-BF16: slower than fp32)"))
         for g in d["gpus"]:
             out.append(("devices", f"cuda:{g['index']}", f"{g['name']}, {g['memory_gib']} GiB ({g['free_gib']} free), "
                                                           f"compute {g['capability']}, bf16 {'yes' if g['bf16'] else 'no'}"))

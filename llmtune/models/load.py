@@ -91,3 +91,23 @@ def load_body(name: str, task: str, *, trust_remote_code: bool = False, revision
         return cls.from_pretrained(src, **kwargs)
     except (OSError, ValueError) as exc:
         raise hub_error(name, exc) from None
+
+
+def output_embedding_rows(name: str, body, ids: list[int], revision: str | None = None):
+    """Rows `ids` of the causal LM's output layer (its `lm_head`), for a body loaded without
+    it (the bare model a classification head sits on): the input embeddings when the model
+    ties them to the output, else the checkpoint's own `lm_head.weight`."""
+    import torch
+
+    if getattr(body.config, "tie_word_embeddings", False):
+        return body.get_input_embeddings().weight[ids].detach().clone()
+    folder = Path(resolve_source(name)).expanduser()
+    from safetensors import safe_open
+
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                if key.endswith("lm_head.weight"):
+                    return f.get_tensor(key)[torch.tensor(ids)].clone()
+    raise UserError(f"model.head_init label_words: model {name!r} has no output layer weights to start the head "
+                    f"from (no lm_head in a local safetensors checkpoint); use head_init: random")

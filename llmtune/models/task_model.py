@@ -142,5 +142,26 @@ class TaskModel(nn.Module):
         return trainable, total
 
 
+def init_head_from_words(model: TaskModel, tok, words: list[str], output_rows) -> list[int]:
+    """Start each label's row of the head as the output embedding of its word's first token
+    (after a space, as it would follow a prompt), so the untrained classifier scores as the
+    causal LM would rank those words next. `output_rows(ids)`: those rows of the LM's output
+    layer. Returns the token ids used."""
+    ids = []
+    for word in words:
+        found = tok(" " + word.strip(), add_special_tokens=False)["input_ids"]
+        if not found:
+            raise ValueError(f"label word {word!r} has no tokens")
+        ids.append(found[0])
+    if len(set(ids)) < len(ids):
+        raise ValueError(f"label words {words} start with the same token; give them distinct first tokens "
+                         f"(eval.verbalizers)")
+    with torch.no_grad():
+        model.head.weight.copy_(output_rows(ids).to(model.head.weight.dtype))
+        if model.head.bias is not None:
+            model.head.bias.zero_()
+    return ids
+
+
 def write_info(out_dir: Path, info: dict) -> None:
     (Path(out_dir) / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

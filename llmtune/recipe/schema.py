@@ -39,6 +39,13 @@ class ModelSection(Section):
     models), or the element-wise max."""
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0)
     """Dropout before the classification head."""
+    head_init: Literal["random", "label_words"] = "random"
+    """How a classification head starts. `random`: a new linear layer. `label_words` (causal
+    LMs): each label's row is the output embedding of its word (`eval.verbalizers`' word for
+    it, else the label name, after a space; its first token), so with `pooling: last` the
+    untrained classifier scores as prompting with those words would, and training starts
+    from there instead of from chance. Pair it with `data.text_template` ending where the
+    word would come (e.g. `Review: {text}\nSentiment:`)."""
 
 
 class DataSource(Section):
@@ -108,6 +115,11 @@ class DataSection(Section):
     """Map the task's fields to your file's column names."""
     labels: list[str] | None = None
     """Label names in id order. Default: sorted distinct labels of the training rows."""
+    text_template: str | None = None
+    """classification: the text each input is put in before tokenizing, `{text}` standing
+    for the row's text (and `{text_pair}` for its pair), e.g. `Review: {text}\nSentiment:`:
+    a causal LM reads a sentence framed as a question it can answer. Training, `llmtune
+    eval` and `llmtune serve` frame inputs the same way; llmtune.json records it."""
     format: Literal["auto", "alpaca", "chat"] = "auto"
     """sft rows: alpaca fields or chat messages; `auto` looks at the columns."""
     prompt_template: str = (
@@ -150,6 +162,28 @@ class DataSection(Section):
             raise ValueError(f"unknown field(s) {', '.join('{' + f + '}' for f in unknown)}; "
                              f"use {{instruction}}, {{input}} or {{input_block}}")
         return value
+
+    @field_validator("text_template")
+    @classmethod
+    def _text_fields(cls, value: str | None) -> str | None:
+        import string
+
+        if value is None:
+            return value
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:  # a lone `{` or `}`
+            raise ValueError(f"not a valid template ({exc}); write a literal brace as {{{{ or }}}}") from None
+        if "text" not in fields or fields - {"text", "text_pair"}:
+            raise ValueError("use {text} (and optionally {text_pair}), and no other field")
+        return value
+
+    @model_validator(mode="after")
+    def _template_keeps_the_pair(self):
+        if self.text_template is not None and self.columns.text_pair and "{text_pair}" not in self.text_template:
+            raise ValueError(f"data.text_template has no {{text_pair}}, so column {self.columns.text_pair!r} "
+                             f"(columns.text_pair) would be dropped; put {{text_pair}} in the template")
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -17,8 +17,10 @@ def prepare_for_training(model, method) -> None:
         model.head.requires_grad_(True)
 
 
-def build_for_training(recipe, method, labels: list[str] | None):
+def build_for_training(recipe, method, labels: list[str] | None, tok=None, reporter=None):
     model = build_task_model(recipe, labels)
+    if model.head is not None and recipe.model.head_init == "label_words":
+        _head_from_label_words(model, recipe, labels, tok, reporter)
     prepare_for_training(model, method)
     keep_trainable_in(model, recipe.model.dtype)  # the precision the manifest records
     return model
@@ -44,3 +46,21 @@ def load_trained(recipe, method, final: Path, labels: list[str] | None):
     load_into(model, method, final)
     keep_all_in(model, recipe.model.dtype)
     return model
+
+
+def _head_from_label_words(model, recipe, labels: list[str], tok, reporter) -> None:
+    from llmtune.errors import UserError
+    from llmtune.models.load import load_tokenizer, output_embedding_rows
+    from llmtune.models.task_model import init_head_from_words
+
+    m = recipe.model
+    words = [(recipe.eval.verbalizers or {}).get(label, label) for label in labels]
+    tok = tok or load_tokenizer(m.name, m.trust_remote_code, m.revision)
+    try:
+        ids = init_head_from_words(model, tok, words,
+                                   lambda ids: output_embedding_rows(m.name, model.body, ids, m.revision))
+    except ValueError as exc:
+        raise UserError(f"model.head_init label_words: {exc}") from None
+    if reporter is not None:
+        reporter.log("head starts from the output embeddings of " +
+                     ", ".join(f"{w!r} (token {tok.decode([i])!r})" for w, i in zip(words, ids)))

@@ -116,7 +116,8 @@ class Loop:
         self.data = prepare_data(r.data, self.tok)
         self.rep.log(_data_line(self.data, r.data.max_length))
         self.rows = self._training_rows()
-        model = build_for_training(r, self.method, self.data.labels).to(self.device)
+        model = build_for_training(r, self.method, self.data.labels, tok=self.tok, reporter=self.rep)
+        model = model.to(self.device)
         model.loss_reduction = "sum"  # normalised by the loss terms of the whole step, below
         model.chunked_loss = t.chunked_loss and model.is_causal
         self._preflight(model)

@@ -261,6 +261,7 @@ class RunSession:
             "model": {"name": m.name, "revision": m.revision, "trust_remote_code": m.trust_remote_code,
                       "dtype": m.dtype},
             "pooling": m.pooling if r.data.task == "classification" else None, "labels": None,
+            "text_template": r.data.text_template if r.data.task == "classification" else None,
             "max_length": r.data.max_length, **outcome.info})
 
     def _eval_identity(self, outcome: Outcome, final_eval: dict) -> dict | None:
