@@ -134,7 +134,11 @@ def test_time_measures_real_steps(cli, tmp_path, monkeypatch):
     assert t["timed_steps"] == 3 and t["seconds_per_step"] > 0 and t["steps_per_epoch"] == 3  # 21 rows / batch 8
     assert t["seconds_per_epoch"] == pytest.approx(t["seconds_per_step"] * 3, abs=0.11)
     dpo = _preview_json(cli, RECIPES / "dpo-tiny-hh.yaml", "-n", "0", "--time", *LIMIT)
-    assert dpo["time"]["seconds_per_step"] > 0 and "reference" in dpo["time"]["what"]
+    # reference log-probabilities precomputed (the default): no reference forward in a step
+    assert dpo["time"]["seconds_per_step"] > 0 and "reference" not in dpo["time"]["what"]
+    dpo = _preview_json(cli, RECIPES / "dpo-tiny-hh.yaml", "-n", "0", "--time", *LIMIT,
+                        "--set", "method.precompute_ref_log_probs=false")
+    assert "reference" in dpo["time"]["what"]
     rl = _preview_json(cli, RECIPES / "rl-tiny-rule.yaml", "-n", "0", "--time", *LIMIT)
     assert "not timed" in rl["time"]["skipped"]
     _nothing_written(tmp_path)

@@ -75,7 +75,10 @@ def fit_trl(job, method) -> Outcome:
         config_cls, options = method.trl_config(r)
         args = training_args(config_cls, r, job.checkpoints, has_eval=bool(data.eval), **options)
         callback = RunCallback(job)
-        trainer = build(method, setup, model, tok, to_dataset(data.train), to_dataset(data.eval), args, [callback])
+        # trl sees the eval rows only to evaluate during training; the final evaluation is ours
+        # (per pair), so no trl pass over them (nor a precompute of their reference) otherwise.
+        evals = to_dataset(data.eval) if r.train.eval_every else None
+        trainer = build(method, setup, model, tok, to_dataset(data.train), evals, args, [callback])
         keep_trainable_in(trainer.model, r.model.dtype)  # peft adapters too, as the manifest records
         use_llmtune_output(trainer)
         _report_filtered(trainer, data, r, rep)
@@ -121,7 +124,12 @@ def final_eval(job, method, trainer, tok, rows: list[dict]) -> dict:
 
     if method.pair_score is None:  # online RL: trl's own evaluation (sampled rewards)
         return clean_eval(trainer.evaluate())  # RunCallback logs it
-    result = preference_eval(method, trainer.model, getattr(trainer, "ref_model", None), tok, rows, job.recipe)
+    reference = getattr(trainer, "ref_model", None)
+    if reference is None and not hasattr(trainer.model, "disable_adapter"):
+        # a full finetune whose reference log-probs trl precomputed: the base again, frozen
+        setup = Setup(recipe=job.recipe, workdir=job.checkpoints, reporter=job.reporter, training=False)
+        reference = method.reference(setup, trainer.model)
+    result = preference_eval(method, trainer.model, reference, tok, rows, job.recipe)
     job.log({"step": trainer.state.global_step,
              **{f"eval_{k}": v for k, v in result.items() if isinstance(v, (int, float))}})
     return result

@@ -67,15 +67,23 @@ class TrlMethod(Method):
         if not self.uses_reference:
             return None
         if setup.training:
-            return None if self.config.peft is not None else frozen_copy(model)
+            # Reference log-probabilities computed before training come from the untrained
+            # policy itself (trl's precompute pass), so no copy is kept either.
+            return None if self.config.peft is not None or self.precomputes_reference else frozen_copy(model)
         return frozen_copy(load_policy(setup.recipe))
+
+    @property
+    def precomputes_reference(self) -> bool:
+        """Whether the reference's log-probabilities of every row are computed once before
+        training (trl's precompute pass) instead of by a reference forward every step."""
+        return False
 
     # -- Method hooks ---------------------------------------------------------------------
     def result_kind(self, task: str) -> str:
         return "reward" if self.model_kind == "reward" else "causal_lm"
 
     def holds_reference_copy(self) -> bool:
-        return self.uses_reference and self.config.peft is None
+        return self.uses_reference and self.config.peft is None and not self.precomputes_reference
 
     def resumable_checkpoint(self, checkpoints: Path) -> Path | None:
         """trl's newest complete checkpoint-N folder."""

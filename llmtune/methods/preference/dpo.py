@@ -27,6 +27,11 @@ class DpoConfig(MethodConfig):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     """Assumed probability that a pair's preference is flipped (the `robust` loss and
     conservative DPO)."""
+    precompute_ref_log_probs: bool = True
+    """Compute the reference model's log-probabilities of every training and eval row once,
+    before training (trl's precompute pass), instead of a reference forward at every step and
+    every evaluation: with several epochs or evaluations the reference runs once per row, and
+    a full finetune keeps no frozen copy in memory while it trains."""
     peft: PeftSection | None = None
     """LoRA options to train adapters only (the frozen base is then the reference); null
     trains every weight against a frozen copy."""
@@ -47,7 +52,12 @@ class Dpo(TrlMethod):
 
         c = self.config
         return DPOConfig, {"beta": c.beta, "loss_type": [c.loss_type], "label_smoothing": c.label_smoothing,
-                           "max_length": recipe.data.max_length, "truncation_mode": truncation_mode(recipe)}
+                           "max_length": recipe.data.max_length, "truncation_mode": truncation_mode(recipe),
+                           "precompute_ref_log_probs": c.precompute_ref_log_probs}
+
+    @property
+    def precomputes_reference(self) -> bool:
+        return self.config.precompute_ref_log_probs
 
     def build_trainer(self, setup, model, tok, train, eval, args, callbacks, ref_model):
         from trl import DPOTrainer

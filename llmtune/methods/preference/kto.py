@@ -24,6 +24,11 @@ class KtoConfig(MethodConfig):
     """Weight of the loss on desirable rows (raise it when they are the minority)."""
     undesirable_weight: float = Field(1.0, gt=0)
     """Weight of the loss on undesirable rows (raise it when they are the minority)."""
+    precompute_ref_log_probs: bool = True
+    """Compute the reference model's log-probabilities of every training and eval row once,
+    before training (trl's precompute pass), instead of a reference forward at every step and
+    every evaluation: with several epochs or evaluations the reference runs once per row, and
+    a full finetune keeps no frozen copy in memory while it trains."""
     peft: PeftSection | None = None
     """LoRA options to train adapters only (the frozen base is then the reference); null
     trains every weight against a frozen copy."""
@@ -41,7 +46,12 @@ class Kto(TrlMethod):
 
         c = self.config
         return KTOConfig, {"beta": c.beta, "loss_type": c.loss_type, "desirable_weight": c.desirable_weight,
-                           "undesirable_weight": c.undesirable_weight, "max_length": recipe.data.max_length}
+                           "undesirable_weight": c.undesirable_weight, "max_length": recipe.data.max_length,
+                           "precompute_ref_log_probs": c.precompute_ref_log_probs}
+
+    @property
+    def precomputes_reference(self) -> bool:
+        return self.config.precompute_ref_log_probs
 
     def check(self, recipe) -> None:
         from llmtune.errors import UserError
