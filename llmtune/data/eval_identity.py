@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-PRIMARY_METRIC = {"classification": "accuracy", "causal_lm": "loss", "sft": "loss"}
+PRIMARY_METRIC = {"classification": "accuracy", "causal_lm": "loss", "sft": "loss", "retrieval": "ndcg@10"}
 LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
 
 
@@ -38,6 +38,8 @@ def eval_identity(recipe, limit: int | None = None, metric: str | None = None) -
 
     r = recipe
     d = r.data
+    if d.task == "retrieval":
+        return _retrieval_identity(r, limit, metric)
     train, rows, _, _ = read_splits(d)
     rows = rows or train
     limit = limit or r.eval.limit
@@ -56,3 +58,16 @@ def _content(data: dict, d) -> dict:
     if c.text_pair:
         out["text_pair"] = data.get(c.text_pair)
     return {k: (v if v is None or isinstance(v, str) else str(v)) for k, v in out.items()}
+
+
+def _retrieval_identity(recipe, limit: int | None, metric: str | None) -> dict:
+    """A retrieval evaluation scores the eval queries against the documents with the judgments,
+    the documents cut into windows of a given size: all of it is in the fingerprint."""
+    from llmtune.data.retrieval import read_collection
+
+    d = recipe.data
+    collection = read_collection(d, limit or recipe.eval.limit)
+    windows = f"{d.retrieval.chunk_tokens}/{d.retrieval.overlap}"
+    digest = hashlib.sha256(f"{collection.fingerprint()}:{windows}".encode()).hexdigest()[:16]
+    return {"fingerprint": digest, "rows": len(collection.queries), "labels": None,
+            "metric": metric or primary_metric("retrieval")}

@@ -71,14 +71,17 @@ def _load_run(run: Path, source: str) -> Loaded:
 
     target = open_run(run)
     info, method = target.info, target.method
-    if method.trains_itself and info.get("task") != "classification":
+    if method.trains_itself and info.get("task") not in ("classification", "retrieval"):
         raise UserError(f"{run}: this run's method ({info.get('method')}) saves no model that embeds text")
     model, tok = target.trained_model(), target.tokenizer()
     model.body = method.merge(model.body) if method.can_merge else model.body
     r = target.recipe
     pooling = info.get("pooling") or (r.model.pooling if r.data.task == "classification" else None)
     # The run's max_length: what the model saw in training.
-    return Loaded(tok, model.body, source, pooling=pooling, info=info, max_length=r.data.max_length, model=model)
+    # A retrieval encoder trained on normalised vectors: its pipeline normalises.
+    normalize = True if info.get("normalize") else None
+    return Loaded(tok, model.body, source, pooling=pooling, info=info, max_length=r.data.max_length, model=model,
+                  normalize=normalize)
 
 
 def _model_max_length(name: str, tok, body) -> int:

@@ -12,7 +12,12 @@ from pathlib import Path
 
 def load_encoder(name: str, device):
     from llmtune.models.load import load_body, load_tokenizer
+    from llmtune.models.saved_encoder import load_saved_encoder, saved_encoder_final
 
+    final = saved_encoder_final(name)
+    if final is not None:  # a retrieval run (method contrastive): mean-pooled and normalised, as here
+        tok, body, _ = load_saved_encoder(final)
+        return tok, body.to(device).eval()
     tok = load_tokenizer(name)
     # "classification" asks load_body for the bare transformer (hidden states, no LM head).
     body = load_body(name, "classification")

@@ -70,7 +70,8 @@ class Method:
     def result_kind(self, task: str) -> str:
         """What a trained run of this method on `task` holds: `causal_lm` (a model that generates
         text: chat, generate, serve and GGUF export take it), `classifier` (llmtune's pooled head
-        over the body) or `reward` (a one-score sequence classifier)."""
+        over the body), `reward` (a one-score sequence classifier) or `encoder` (a sentence
+        encoder trained for retrieval: embed, index --encoder and query take it)."""
         return "classifier" if task == "classification" else "causal_lm"
 
     @property

@@ -14,8 +14,8 @@ from pydantic import BaseModel, ValidationError, create_model
 from llmtune.errors import RecipeError
 from llmtune.methods import parent_run
 from llmtune.models.run_source import is_run_dir, register_merger
-from llmtune.recipe.local_paths import (DATA_SOURCES, Problem, data_file_problems, model_folder_problems,
-                                        resolve_data_path)
+from llmtune.recipe.local_paths import (DATA_SOURCES, RETRIEVAL_FILES, Problem, data_file_problems,
+                                        model_folder_problems, resolve_data_path)
 from llmtune.recipe.migrations import old_form_problems
 from llmtune.recipe.schema import _RecipeBase
 from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_lines
@@ -299,6 +299,11 @@ def resolve_paths(recipe: _RecipeBase, base_dir: Path) -> _RecipeBase:
         if src is not None and src.path is not None:
             absolute = str(resolve_data_path(src.path, base_dir))
             sections[section] = parent.model_copy(update={key: src.model_copy(update={"path": absolute})})
+    retrieval = recipe.data.retrieval
+    if retrieval is not None:
+        data = sections.get("data", recipe.data)
+        files = {key: str(resolve_data_path(getattr(retrieval, key), base_dir)) for key in RETRIEVAL_FILES}
+        sections["data"] = data.model_copy(update={"retrieval": retrieval.model_copy(update=files)})
     store = recipe.eval.store
     if store and "://" not in store:  # a local store file; a server URI stays as given
         ev = sections.get("eval", recipe.eval)

@@ -18,7 +18,10 @@ KeyPath = tuple[Any, ...]
 Problem = tuple[KeyPath, str]
 
 DATA_SOURCES = (("data", "train"), ("data", "eval"), ("eval", "demos"))
-"""Every place a recipe names a data file: checked at validate time, made absolute in a run."""
+"""Every place a recipe names a data source (a path or a source mapping): checked at validate
+time, made absolute in a run."""
+RETRIEVAL_FILES = ("documents", "qrels")
+"""The files `data.retrieval` names (plain paths), checked and made absolute the same way."""
 
 
 def resolve_data_path(path: str, base_dir: Path) -> Path:
@@ -26,15 +29,25 @@ def resolve_data_path(path: str, base_dir: Path) -> Path:
     return p if p.is_absolute() else (base_dir / p)
 
 
-def data_file_problems(raw: dict, base_dir: Path) -> list[Problem]:
-    problems: list[Problem] = []
+def _named_files(raw: dict) -> list[tuple[KeyPath, Any]]:
+    """(key path, path as written) of every data file the raw recipe names."""
+    found: list[tuple[KeyPath, Any]] = []
     for section, key in DATA_SOURCES:
         parent = raw.get(section)
         src = parent.get(key) if isinstance(parent, dict) else None
-        path = src.get("path") if isinstance(src, dict) else None
+        found.append(((section, key, "path"), src.get("path") if isinstance(src, dict) else None))
+    data = raw.get("data")
+    retrieval = data.get("retrieval") if isinstance(data, dict) else None
+    if isinstance(retrieval, dict):
+        found.extend((("data", "retrieval", key), retrieval.get(key)) for key in RETRIEVAL_FILES)
+    return found
+
+
+def data_file_problems(raw: dict, base_dir: Path) -> list[Problem]:
+    problems: list[Problem] = []
+    for loc, path in _named_files(raw):
         if not (isinstance(path, str) and path):
             continue
-        loc = (section, key, "path")
         try:
             resolved = resolve_data_path(path, base_dir)
             if not resolved.exists():

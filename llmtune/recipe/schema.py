@@ -95,18 +95,54 @@ class Columns(Section):
     """Completion column (unpaired preference data, KTO)."""
     desirable: str = "label"
     """Boolean column saying whether a completion is desirable (KTO)."""
+    query: str = "query"
+    """Query column of retrieval training pairs."""
+    positive: str = "positive"
+    """Column with a text that answers the query (retrieval pairs)."""
+    negative: str = "negative"
+    """Optional column with a text that does not answer the query (retrieval pairs): a
+    hard negative beside the batch's other positives. Absent or empty: none for that row."""
+
+
+class RetrievalData(Section):
+    """What a retrieval recipe is evaluated on: the eval queries are `data.eval` (an id and a
+    text per row), ranked against `documents` and scored with `qrels`."""
+
+    documents: str
+    """The collection: a .jsonl/.csv/.tsv/.parquet file with one document per row, its id in
+    `id_column` and its text in `data.columns.text`. Relative to the recipe."""
+    qrels: str
+    """Relevance judgments: a .jsonl/.csv/.tsv/.parquet file with `query_id`, `doc_id` and
+    `relevance` columns. Relevance > 0 is relevant (and the gain nDCG uses); 0 is judged not
+    relevant. Rows of queries that are not in `data.eval` are ignored, so one judgments file
+    can serve several query splits; a row naming a document that is not in the collection is
+    an error."""
+    id_column: str = "id"
+    """Column holding each query's (data.eval) and each document's id."""
+    chunk_tokens: int = Field(128, gt=0)
+    """Documents are cut into windows of this many of the encoder's tokens, as `llmtune index`
+    does (its default too), and a document ranks by its best window."""
+    overlap: int = Field(32, ge=0)
+    """Tokens shared by consecutive windows at most (as `llmtune index --overlap`)."""
 
 
 class DataSection(Section):
-    task: Literal["classification", "causal_lm", "sft", "preference", "unpaired_preference", "prompts"]
+    task: Literal["classification", "causal_lm", "sft", "preference", "unpaired_preference", "prompts",
+                  "retrieval"]
     """What the rows are for: classification (text[, text_pair] -> label), causal_lm (raw
     text), sft (instruction -> response, loss on the response only), preference
     (prompt/chosen/rejected), unpaired_preference (completion + desirable flag), prompts
-    (prompts only, for online RL)."""
+    (prompts only, for online RL), retrieval (query/positive[/negative] pairs that train a
+    sentence encoder; evaluated by ranking `retrieval.documents` for the `data.eval` queries)."""
     train: SourceField
     """Training rows: a path (string) or a source mapping."""
     eval: SourceField | None = None
-    """Evaluation rows. If absent, `eval_fraction` of the training rows are held out."""
+    """Evaluation rows. If absent, `eval_fraction` of the training rows are held out.
+    Retrieval: the eval queries (`retrieval.id_column` and `columns.text`), with `retrieval`."""
+    retrieval: RetrievalData | None = None
+    """data.task retrieval: the collection and judgments the `eval` queries are scored with
+    (nDCG@10, MAP@10, recall@10/100, MRR at document level). Without it (and `eval`) a
+    retrieval run trains and is not evaluated."""
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     """Fraction of training rows held out for evaluation when `eval` is not given."""
     split_seed: int = 0
@@ -183,6 +219,16 @@ class DataSection(Section):
         if self.text_template is not None and self.columns.text_pair and "{text_pair}" not in self.text_template:
             raise ValueError(f"data.text_template has no {{text_pair}}, so column {self.columns.text_pair!r} "
                              f"(columns.text_pair) would be dropped; put {{text_pair}} in the template")
+        return self
+
+    @model_validator(mode="after")
+    def _retrieval_sections(self):
+        if self.retrieval is not None and self.task != "retrieval":
+            raise ValueError(f"data.retrieval applies to data.task retrieval (this recipe's task is "
+                             f"{self.task!r}); remove it")
+        if self.task == "retrieval" and (self.retrieval is None) != (self.eval is None):
+            raise ValueError("a retrieval recipe is evaluated with both data.eval (the queries) and "
+                             "data.retrieval (documents and qrels); give both, or neither to train only")
         return self
 
     @model_validator(mode="before")
@@ -336,7 +382,14 @@ class EvalSection(Section):
     to pool rows by their text."""
     store: str | None = None
     """`selection: store`: the store to search, as `llmtune index --store` names it (a
-    `.db` path, relative to the recipe's folder, or a Milvus server URI)."""
+    `.db` path, relative to the recipe's folder, or a Milvus server URI). A retrieval recipe:
+    rank the queries through this store (built by `llmtune index` from
+    `data.retrieval.documents` with `--id-column`, and with this run's encoder) instead of by
+    exact search in memory; `llmtune eval` only (a run's own final evaluation is in memory)."""
+    search: Literal["dense", "bm25", "hybrid"] = "dense"
+    """A retrieval recipe: how the queries are searched. `dense`: the encoder's vectors (exact
+    search in memory, or the store's dense index with `eval.store`); `bm25` and `hybrid`
+    (as `llmtune query --mode`) need `eval.store`."""
     seed: int = 0
     """Seed of `random` demonstration selection (and of the template selection split)."""
     demo_sets: int | None = Field(None, gt=0)
@@ -351,7 +404,7 @@ class EvalSection(Section):
     float rounding; `false` encodes every prompt whole (to compare speed)."""
     encoder: str = "minilm"
     """Model that embeds texts for `selection: nearest` (mean-pooled hidden states): a
-    built-in name, a local folder or a hub id."""
+    built-in name, a local folder, a hub id, or a retrieval run (method contrastive)."""
     encoder_max_length: int = Field(128, gt=0)
     """Tokens per text when embedding for `selection: nearest`; longer texts are cut."""
     max_length: int | None = Field(None, gt=0)
@@ -404,6 +457,13 @@ class EvalSection(Section):
                                  f"true/false, so quote the word, e.g. 'yes'")
         # Label ids written as integers (`0: terrible`) name the same labels as strings.
         return {str(k): (str(v) if isinstance(v, (int, float)) else v) for k, v in value.items()}
+
+    @model_validator(mode="after")
+    def _search_needs_store(self):
+        if self.search != "dense" and not self.store:
+            raise ValueError(f"eval.search {self.search!r} searches a store's text: set eval.store to the store "
+                             f"`llmtune index` built from data.retrieval.documents")
+        return self
 
     @model_validator(mode="after")
     def _store_selection(self):

@@ -14,7 +14,8 @@ from llmtune.data.eval_identity import higher_is_better
 from llmtune.report.recipe_diff import differing_keys, group_key, hyperparameters, method_options
 
 NOT_METRICS = frozenset({"examples", "tokens", "prompts", "prompts_shortened", "demos_dropped", "queries_cut",
-                         "mean_demos", "prompt_seconds", "generated"})
+                         "mean_demos", "prompt_seconds", "generated", "queries", "unjudged_queries", "documents",
+                         "chunks", "embed_seconds", "search_seconds"})
 """Counts and timings that sit beside the scores in final_eval."""
 PARETO_COSTS = {"params": "trainable_parameters", "time": "train_seconds", "memory": "peak_memory_mb"}
 STATS = ("train_seconds", "wall_seconds", "eval_seconds", "tokens_per_second", "peak_memory_mb", "artifact_bytes",

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from llmtune.errors import UserError
 from llmtune.runs.open import Target, open_target
 
 
-def evaluate_target(target: Path, overrides: list[str], limit: int | None, reporter, store_demos=None) -> dict:
+def evaluate_target(target: Path, overrides: list[str], limit: int | None, reporter, store_demos=None,
+                    store_retrieval=None) -> dict:
     """`store_demos`: how `eval.selection: store` picks demonstrations (the caller hands in
-    llmtune.index.demos.select_from_store; the index sits above this floor)."""
+    llmtune.index.demos.select_from_store; the index sits above this floor). `store_retrieval`:
+    how a retrieval recipe with `eval.store` is searched (llmtune.index.store_eval.evaluate_through_store)."""
     t = open_target(target, overrides)
     r = t.recipe
     if t.final is not None:
@@ -20,6 +21,10 @@ def evaluate_target(target: Path, overrides: list[str], limit: int | None, repor
 
         check_saved_tokenizer(t.final, reporter, "eval")
     head = {"target": str(target), "task": r.data.task, "method": r.method.name}
+    if r.data.task == "retrieval" and r.eval.store:
+        if store_retrieval is None:
+            raise UserError("eval.store: this command cannot search a store; run `llmtune eval`")
+        return _write_eval(t.final, {**head, **store_retrieval(t, limit, reporter)})
     custom = t.method.evaluate(r, t.final, limit, reporter)
     if custom is not None:
         return _write_eval(t.final, {**head, **custom})
@@ -112,8 +117,7 @@ def _prompted_classification(t: Target, limit: int | None, reporter, store_demos
 def _write_eval(final: Path | None, result: dict) -> dict:
     """A run's eval.json sits beside final/ (written atomically)."""
     if final is not None:
-        out = final.parent / "eval.json"
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=2, default=str) + "\n")
-        os.replace(tmp, out)
+        from llmtune.atomic import write_text
+
+        write_text(final.parent / "eval.json", json.dumps(result, indent=2, default=str) + "\n")
     return result

@@ -169,7 +169,9 @@ def _write_merged(target, tmp: Path, run_dir: Path) -> tuple[list[str], str]:
     shutil.copy2(final / INFO_FILE, tmp / INFO_FILE)
     merged = f"merged {method.name} into the base weights of {base}"
     if stock is None:
-        loads_with = "AutoModelForCausalLM.from_pretrained(folder)"
+        pooling = target.info.get("pooling") or "mean"
+        loads_with = "AutoModelForCausalLM.from_pretrained(folder)" if target.recipe.data.task != "retrieval" else \
+            f"AutoModel.from_pretrained(folder), {pooling}-pooled and L2-normalised (a sentence encoder)"
         message = f"{merged}: a plain transformers folder (load it with transformers' {loads_with})"
     elif stock.cls is not None:
         loads_with = "AutoModelForSequenceClassification.from_pretrained(folder)"

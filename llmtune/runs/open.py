@@ -28,6 +28,8 @@ def holds(info: dict) -> str:
         return REWARD
     if info.get("task") == "classification":
         return CLASSIFICATION
+    if info.get("task") == "retrieval":
+        return ENCODER
     if info.get("task") in CAUSAL_TASKS:
         return CAUSAL_LM
     raise UserError(f"llmtune.json names task {info.get('task')!r}, which this version of llmtune does not know")
@@ -67,7 +69,7 @@ class Target:
         if self.final is None:
             return None
         kind = self.method.result_kind(self.info.get("task", self.recipe.data.task))
-        return {"causal_lm": CAUSAL_LM, "classifier": CLASSIFICATION, "reward": REWARD}[kind]
+        return {"causal_lm": CAUSAL_LM, "classifier": CLASSIFICATION, "reward": REWARD, "encoder": ENCODER}[kind]
 
     @property
     def labels(self) -> list[str] | None:

@@ -1,0 +1,1 @@
+"""Encoders trained for retrieval: a query lands near the passages that answer it."""
