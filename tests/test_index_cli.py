@@ -30,7 +30,8 @@ def test_help_of_the_store_commands_imports_no_heavy_library():
     res = subprocess.run([sys.executable, "-c", NO_HEAVY], capture_output=True, text=True, timeout=60, env=env)
     assert res.returncode == 0, res.stderr
     assert "HEAVY=\n" in res.stdout
-    assert "reciprocal rank fusion" in res.stdout and "source=GLOB" in res.stdout
+    words = " ".join(res.stdout.split())  # help text wraps wherever the option column ends
+    assert "reciprocal rank fusion" in words and "source=GLOB" in words
 
 
 GLACIERS = "Glaciers carve U-shaped valleys as they slide downhill over centuries."

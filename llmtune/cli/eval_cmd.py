@@ -17,17 +17,20 @@ def eval_(
     """Evaluate a trained run or a base model on the recipe's eval split; writes eval.json into a run.
 
     Classification: accuracy, macro-F1, per-class scores, confusion matrix. Causal LM: loss
-    and perplexity; sft data also generates answers (exact match, token F1). The eval section
-    of the recipe adds in-context learning (eval.shots) and prompt templates (eval.templates):
-    see docs/evaluation.md."""
+    and perplexity; sft data also generates answers (exact match, token F1). Retrieval: nDCG@10,
+    MAP@10, recall@10/100 and MRR at document level, per query in eval.json (docs/retrieval.md).
+    The eval section of the recipe adds in-context learning (eval.shots) and prompt templates
+    (eval.templates): see docs/evaluation.md."""
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter, quiet_third_party
     from llmtune.index.demos import select_from_store  # pymilvus loads only if a recipe selects from a store
+    from llmtune.index.store_eval import evaluate_through_store
     from llmtune.runs.evaluate import evaluate_target
 
     reporter = Reporter(json_mode=json_out)
     quiet_third_party(reporter.interactive)
-    result = evaluate_target(target, set_ or [], limit, reporter, store_demos=select_from_store)
+    result = evaluate_target(target, set_ or [], limit, reporter, store_demos=select_from_store,
+                             store_retrieval=evaluate_through_store)
     if json_out:
         emit_json(result)
         return

@@ -15,8 +15,9 @@ def index(
                                        "entries skipped): .txt, .md, .html, .pdf, and .jsonl/.csv/.tsv/.parquet "
                                        "with a text column."),
     store: str = store_option(),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Embedding model: minilm (default for a new "
-                                        "store), a local folder, a hub id or a run directory. An existing store "
+    model: Optional[str] = typer.Option(None, "--encoder", "--model", "-m", help="The retrieval encoder: minilm "
+                                        "(default for a new store), a sentence-embedding model's folder or hub id, "
+                                        "or a run of data.task retrieval (method contrastive). An existing store "
                                         "keeps its own; naming another one is an error."),
     pooling: Optional[str] = typer.Option(None, "--pooling", help="mean, cls, last or max (default: the run's "
                                           "pooling, else mean). Vectors are always normalised."),

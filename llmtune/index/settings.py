@@ -43,6 +43,9 @@ class StoreSettings:
     """How text becomes BM25 terms (analyzer.py)."""
     bm25: dict = field(default_factory=lambda: {"k1": 1.2, "b": 0.75})
     """BM25's k1 and b (bm25.py)."""
+    encoder: str = ""
+    """When the model is a run directory: a fingerprint of its final/ (index/encoding.py), so a
+    query with that run retrained since is refused."""
     format: int = FORMAT
 
     def to_json(self) -> str:
