@@ -40,7 +40,7 @@ class PromptFormat:
 
 
 def _plain(tok, messages: list[dict], template: str) -> list[int]:
-    from llmtune.data.encode import render_alpaca_prompt
+    from llmtune.data.prompt_style import render_alpaca_prompt
 
     pieces: list[str | int] = []
     system = "".join(m["content"] + "\n\n" for m in messages if m["role"] == "system")
