@@ -47,3 +47,22 @@ def test_a_recipe_opens_its_base_model_prompted_as_it_would_train(write_recipe):
 def test_an_unknown_folder_or_hub_id_is_a_user_error(tmp_path):
     with pytest.raises(UserError):
         open_causal_lm(str(tmp_path / "nowhere"), verb="chat")
+
+
+def test_a_recorded_prompt_format_wins(write_recipe):
+    """RL runs record how they rendered prompts (manifest prompt_format): chat and generate
+    render the same way."""
+    from conftest import DATA
+
+    from llmtune.models.load import load_tokenizer
+    from llmtune.recipe.load import load_recipe
+    from llmtune.runs.inference import prompt_format
+
+    recipe = load_recipe(write_recipe({"model": {"name": "tiny-llama"}, "method": {"name": "lora"},
+                                       "data": {"task": "sft", "train": str(DATA / "alpaca_tiny.json")}})).recipe
+    tok = load_tokenizer("tiny-llama")
+    assert prompt_format(recipe, {}, tok).style == "chat"
+    recorded = {"prompt_format": {"style": "plain", "template": "Q: {instruction}\nA:"}}
+    fmt = prompt_format(recipe, recorded, tok)
+    assert (fmt.style, fmt.template) == ("plain", "Q: {instruction}\nA:")
+    assert tok.decode(fmt.render(tok, [{"role": "user", "content": "Hi"}])) == "Q: Hi\nA:"

@@ -150,11 +150,20 @@ def prompt_format(recipe, manifest: dict, tok) -> PromptFormat:
     """How the run (or a recipe's base model) is prompted: as training rendered its rows."""
     from llmtune.data.prompt_style import has_chat_template
 
+    recorded = manifest.get("prompt_format")
+    if isinstance(recorded, dict) and recorded.get("style") in (CHAT, PLAIN, TEXT):  # an RL run says what it rendered
+        return PromptFormat(recorded["style"], recorded.get("template"))
     summary = manifest.get("data_summary") or {}
     data = recipe.data
-    if summary.get("prompt_style") == PLAIN or (data.task == "sft" and data.prompt_style == PLAIN):
+    if not manifest and data.prompt_style == "auto":  # a recipe whose model.name is a run: as that run
+        from llmtune.methods.parent_run import prompt_format as parent_format
+
+        parent = parent_format(recipe.model.name)
+        if parent is not None:
+            return PromptFormat(*parent)
+    if summary.get("prompt_style") == PLAIN or data.prompt_style == PLAIN:
         return PromptFormat(PLAIN, data.prompt_template)
-    if data.task == "causal_lm":
+    if data.task == "causal_lm" and data.prompt_style != CHAT:
         return PromptFormat(TEXT)
     if has_chat_template(tok):
         return PromptFormat(CHAT)
