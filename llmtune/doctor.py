@@ -118,12 +118,20 @@ def _free_gib(path: Path) -> float | None:
         return None
 
 
+def _milvus_lite_search() -> dict:
+    """Which code answers an embedded store's dense searches: llmtune's patch or the library's own."""
+    from llmtune.index.milvus_lite_patch import search_path
+
+    return {"path": search_path()}
+
+
 def collect() -> dict:
     return {
         "python": platform.python_version(), "platform": platform.platform(),
         "versions": {name: _version(name) for name in STACK},
         "devices": _guard(devices), "attention": _guard(attention), "caches": _guard(caches),
         "extras": {name: {"installed": _version(name), "for": why} for name, why in EXTRAS.items()},
+        "milvus_lite_search": _guard(_milvus_lite_search),
         "environment": {k: os.environ.get(k) for k in ("HF_HOME", "HF_HUB_OFFLINE", "LLMTUNE_CACHE",
                                                       "CUDA_VISIBLE_DEVICES")},
     }
@@ -158,6 +166,8 @@ def rows(report: dict) -> list[tuple[str, str, str]]:
                                   f"{x['free_gib']} GiB free)") for x in c] if isinstance(c, list) else \
         [("caches", "probe failed", c["error"])]
     out += [("extras", name, f"{x['installed'] or 'not installed'} ({x['for']})") for name, x in report["extras"].items()]
+    m = report["milvus_lite_search"]
+    out.append(("index", "embedded store search", m["path"] if "path" in m else f"probe failed: {m['error']}"))
     out += [("environment", k, v) for k, v in report["environment"].items() if v is not None]
     return out
 

@@ -60,7 +60,7 @@ def percentiles(samples: list[float]) -> dict:
 def measure(path: Path, n_queries: int, dim: int, seed: int) -> dict:
     import numpy as np
 
-    from llmtune.index.milvus_fastpath import ENV_SWITCH
+    from llmtune.index.milvus_lite_patch import ENV_SWITCH
     from llmtune.index.retrieve import Retriever, open_store, search_params
 
     rng = np.random.default_rng(seed + 1)

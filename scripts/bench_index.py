@@ -1,9 +1,7 @@
 """Benchmarks of `llmtune index/query` (figures in docs/indexing.md). Not a test.
 
-  cranfield: retrieval quality on the Cranfield collection (1,400 abstracts, 225 queries,
-      graded judgments): nDCG@10, recall@100 and MRR for BM25, dense (MiniLM) and hybrid
-      (RRF; weighted fusion alongside), and BM25 from a second library (bm25s) as a
-      cross-check, on the same chunks and on whole documents.
+  bigfile: `llmtune index` on one big plain-text file (default 20 MB): wall time and peak
+      RSS of the CLI process. (Retrieval quality on Cranfield: scripts/bench_hybrid.py.)
   scale: N synthetic passages (default 100,000, one chunk each): `llmtune index` against
       `llmtune embed` on the same texts (both CLIs, end to end, split into embedding and
       insert time), query latency p50/p95 embedded and on a `milvus-lite server`, without
@@ -98,88 +96,31 @@ def maxp(chunk_lists, doc_of, depth: int = 100) -> list[str]:
     return out
 
 
-def words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())  # what Milvus Lite's standard analyzer does
+# -- One big file --------------------------------------------------------------------------------
+def bench_bigfile(args) -> dict:
+    """`llmtune index` on one plain-text file of `--mb` megabytes (synthetic prose, paragraphs of
+    20-120 words): wall time and the child process's peak RSS (getrusage of the CLI process)."""
+    import resource
 
-
-def bm25s_run(texts: list[str], queries: dict, k: int, tokenize) -> dict[str, list[int]]:
-    import bm25s
-
-    index = bm25s.BM25(k1=1.5, b=0.75, method="lucene")  # Milvus Lite's BM25: k1 1.5, b 0.75, Lucene idf
-    index.index([tokenize(t) for t in texts], show_progress=False)
-    qids = list(queries)
-    found, _ = index.retrieve([tokenize(queries[q]) or ["\0"] for q in qids], k=min(k, len(texts)),
-                              show_progress=False)
-    return {q: list(map(int, row)) for q, row in zip(qids, found)}
-
-
-def bench_cranfield(args) -> dict:
-    import bm25s
-
-    from llmtune.evaluate.ir_metrics import evaluate_run
-    from llmtune.index.retrieve import Retriever, open_store
-    from llmtune.index.sync import index_paths
-
-    docs, queries, qrels = load_cranfield(Path(args.data))
-    work = Path(tempfile.mkdtemp(prefix="bench-cran-"))
-    corpus = work / "cranfield.jsonl"
-    corpus.write_text("".join(json.dumps({"id": d, "text": t}) + "\n" for d, t in docs.items()))
-    store = str(work / "cran.db")
-    t0 = time.perf_counter()
-    summary = index_paths([corpus], store, id_column="id")
-    build_s = time.perf_counter() - t0
-    st, settings = open_store(store, None, "llmtune")
-    qids = list(queries)
-    qtexts = [queries[q] for q in qids]
-    runs, seconds = {}, {}
-    doc_of_hit = lambda h: h.locator.split("=", 1)[1]  # noqa: E731 - locator "id=<doc id>"
-    with st:
-        r = Retriever(st, settings)
-        expr = r.filter_expr()
-        vectors = r.encoder.embed_queries(qtexts)
-        for mode in ("bm25", "dense", "hybrid"):
-            t0 = time.perf_counter()
-            hits = r.search_expr(qtexts, args.depth, mode, expr, vectors)
-            seconds[mode] = time.perf_counter() - t0
-            runs[mode] = {q: maxp(h, doc_of_hit) for q, h in zip(qids, hits)}
-        from pymilvus import WeightedRanker
-
-        from llmtune.index.retrieve import _hits
-        from llmtune.index.settings import search_params
-
-        params = search_params(settings.index, args.depth)
-        weighted = [_hits(st.search_hybrid(v, q, args.depth, args.depth, expr, params, WeightedRanker(0.5, 0.5)))
-                    for q, v in zip(qtexts, vectors)]
-        runs["hybrid, weighted 0.5/0.5"] = {q: maxp(h, doc_of_hit) for q, h in zip(qids, weighted)}
-        chunks = st.chunks_where(expr, ["text", "locator"])
-    chunk_doc = [c["locator"].split("=", 1)[1] for c in chunks]
-    same = bm25s_run([c["text"] for c in chunks], queries, args.depth, words)
-    runs["bm25s, same chunks"] = {q: maxp(same[q], chunk_doc.__getitem__) for q in qids}
-    doc_ids = list(docs)
-    whole = bm25s_run([docs[d] for d in doc_ids], queries, 100, words)
-    runs["bm25s, whole documents"] = {q: [doc_ids[i] for i in whole[q]] for q in qids}
-    default_tok = lambda t: bm25s.tokenize(t, stopwords="en", return_ids=False, show_progress=False)[0]  # noqa: E731
-    stop = bm25s_run([docs[d] for d in doc_ids], queries, 100, default_tok)
-    runs["bm25s, whole documents, English stopwords"] = {q: [doc_ids[i] for i in stop[q]] for q in qids}
-    metrics = {name: evaluate_run(run, qrels) for name, run in runs.items()}
-    best_single = max(metrics["bm25"]["ndcg@10"], metrics["dense"]["ndcg@10"])
-    from llmtune.evaluate.ir_metrics import ndcg_at_k
-
-    per_query = {m: [ndcg_at_k(runs[m][q], qrels.get(q, {}), 10) for q in qids] for m in ("bm25", "dense", "hybrid")}
-    better = "bm25" if metrics["bm25"]["ndcg@10"] >= metrics["dense"]["ndcg@10"] else "dense"
-    wins = sum(h > b for h, b in zip(per_query["hybrid"], per_query[better]))
-    losses = sum(h < b for h, b in zip(per_query["hybrid"], per_query[better]))
-    shutil.rmtree(work, ignore_errors=True)
-    from math import comb
-
-    # Two-sided sign test over the queries where hybrid and the better single mode differ.
-    n = wins + losses
-    sign_p = min(1.0, 2 * sum(comb(n, i) for i in range(max(wins, losses), n + 1)) / 2 ** n) if n else 1.0
-    return {"benchmark": "cranfield", "machine": machine(), "docs": len(docs), "queries": len(queries),
-            "chunks": summary["chunks_in_store"], "settings": summary["settings"], "build_seconds": round(build_s, 1),
-            "search_seconds_all_queries": {k: round(v, 2) for k, v in seconds.items()}, "depth_chunks": args.depth,
-            "metrics": metrics, "hybrid_minus_best_single_ndcg10": metrics["hybrid"]["ndcg@10"] - best_single,
-            "hybrid_vs_" + better: {"queries_better": wins, "queries_worse": losses, "sign_test_p": sign_p}}
+    docs, queries, _ = load_cranfield(SHARED / "cranfield")
+    chain = Markov(list(docs.values()) + list(queries.values()), seed=0)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-bigfile-"))
+    big = work / "big.txt"
+    size, parts = 0, []
+    while size < args.mb * 1_000_000:
+        parts.append(chain.passage(chain.rng.randint(20, 120)))
+        size += len(parts[-1]) + 2
+    big.write_text("\n\n".join(parts))
+    store = work / "big.db"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    seconds, summary = run_cli(["index", str(big), "--store", str(store)], env)
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = {"benchmark": "bigfile", "machine": machine(), "file_bytes": big.stat().st_size, "seconds": seconds,
+              "peak_rss_mib": round(peak_kib / 1024, 1), "chunks": summary["chunks_in_store"],
+              "split": summary["seconds"]}
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
 
 
 # -- Scale -----------------------------------------------------------------------------------
@@ -359,9 +300,10 @@ def bench_scale(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
-    c = sub.add_parser("cranfield")
-    c.add_argument("--data", default=str(SHARED / "cranfield"))
-    c.add_argument("--depth", type=int, default=300, help="chunks retrieved per query before MaxP")
+    c = sub.add_parser("bigfile")
+    c.add_argument("--mb", type=float, default=20.0)
+    c.add_argument("--workdir")
+    c.add_argument("--keep", action="store_true")
     s = sub.add_parser("scale")
     s.add_argument("--chunks", type=int, default=100_000)
     s.add_argument("--queries", type=int, default=200)
@@ -374,7 +316,7 @@ def main() -> None:
     from llmtune.console import quiet_third_party
 
     quiet_third_party(False)
-    result = bench_cranfield(args) if args.what == "cranfield" else bench_scale(args)
+    result = bench_bigfile(args) if args.what == "bigfile" else bench_scale(args)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out:

@@ -135,3 +135,39 @@ def test_the_store_records_its_analyzer_and_refuses_another(tmp_path):
         assert Retriever(st, settings).search(["flows"], 5, "bm25")[0]
     with pytest.raises(UserError, match=r"--language english \(the store has none\)"):
         index_paths([docs], store, language="english")
+
+
+def test_progress_moves_per_embedded_batch_and_an_unchanged_rerun_loads_no_model(tmp_path, monkeypatch, capsys):
+    from contextlib import contextmanager
+
+    from llmtune.console import Reporter
+    from llmtune.index import encoding, progress
+
+    docs, store = tmp_path / "docs", str(tmp_path / "s.db")
+    _write(docs, {"long.txt": _text(random.Random(1), 400), "short.txt": "wing flow.", "skip.png": "x"})
+    moves = []
+
+    class Terminal(Reporter):
+        @contextmanager
+        def progress(self, total, description, completed=0, counter=""):
+            yield lambda n=1, **fields: moves.append((n, fields))
+
+    terminal = Terminal()
+    terminal.interactive = True
+    index_paths([docs], store, chunk_tokens=16, overlap=0, batch_size=4, reporter=terminal)
+    embedded = [n for n, f in moves if n]
+    assert len(embedded) >= 10  # one move per batch of 4 chunks, not one per file or group
+    assert abs(sum(embedded) - 2) < 1e-6  # both text files, whole; the .png is no file done
+    assert moves[-1][1]["skipped"] == 0 and "per_s" in moves[-1][1]
+
+    (docs / "new.txt").write_text(_text(random.Random(2), 300))
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    monkeypatch.setattr(progress.index_progress, "__defaults__", (0.0,))
+    capsys.readouterr()
+    index_paths([docs], store, batch_size=4, reporter=Reporter())
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if "chunks embedded" in ln]
+    assert len(lines) >= 5 and "of 1 file(s)" in lines[0] and "chunks/s" in lines[-1]
+
+    monkeypatch.setattr(encoding, "load_index_encoder", lambda *a, **kw: pytest.fail("the model was loaded"))
+    again = index_paths([docs], store)
+    assert again["unchanged"] == 3 and again["chunks_written"] == 0 and "load" not in again["seconds"]

@@ -119,6 +119,31 @@ def test_ask_answers_with_the_sources_it_was_given(tmp_path, cli, write_recipe):
     assert plain.out.rstrip().endswith(f"[1] {(docs / 'glaciers.md').resolve()} chars 0-{len(GLACIERS)}")
 
 
+def test_ask_says_no_source_answers_below_the_threshold_without_loading_a_model(tmp_path, cli, monkeypatch):
+    from llmtune.index import answer
+
+    docs, store = _docs(tmp_path), str(tmp_path / "kb.db")
+    assert cli("index", docs, "--store", store).code == 0
+    monkeypatch.setattr(answer, "load_answer_model", lambda *a, **kw: pytest.fail("a model was loaded"))
+    res = cli("ask", "--store", store, "Who won the 1966 football World Cup?", "--min-score", "0.9", "--json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert out["answered"] is False and out["answer"] == answer.NO_SOURCE and out["best_score"] < 0.9
+    assert out["nearest"] and out["min_score"] == 0.9
+    plain = cli("ask", "--store", store, "Who won the 1966 football World Cup?", "--min-score", "0.9")
+    assert plain.out.startswith(answer.NO_SOURCE) and "below --min-score 0.9" in plain.out
+
+
+def test_answers_cite_the_sources_they_take_their_words_from():
+    from llmtune.index.analyzer import Analyzer, analyzer_settings
+    from llmtune.index.answer import cite
+
+    sources = [{"text": KETTLES}, {"text": GLACIERS}]
+    text, added = cite("Glaciers slide downhill and carve valleys. I think so. Steam escapes [1].", sources,
+                       Analyzer(analyzer_settings("english")))
+    assert text == "Glaciers slide downhill and carve valleys [2]. I think so. Steam escapes [1]." and added == [2]
+
+
 def test_index_and_query_through_a_server(tmp_path, cli, milvus_server):
     docs = _docs(tmp_path)
     res = cli("index", docs, "--store", milvus_server, "--collection", "cli_round_trip", "--json")
@@ -169,7 +194,7 @@ def test_icl_demonstrations_come_from_the_store(tmp_path, cli, write_recipe):
     assert goal.count("Topic: sport") == 2 and "Topic: pets" not in goal
 
 
-def test_a_store_open_in_another_process_is_a_clear_error(tmp_path, cli):
+def test_a_store_open_in_another_process_is_a_clear_error(tmp_path, cli, monkeypatch):
     docs, store = _docs(tmp_path), str(tmp_path / "kb.db")
     assert cli("index", docs, "--store", store).code == 0
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pymilvus import MilvusClient\n"
@@ -179,6 +204,18 @@ def test_a_store_open_in_another_process_is_a_clear_error(tmp_path, cli):
         assert holder.stdout.readline().strip() == "open"
         res = cli("query", "--store", store, "steam")
         assert res.code == 2 and "is open in another process" in res.err and "python -m llmtune.index.serve --data-dir" in res.err
+        # Two runs started at the same instant: both find the store free, one opens it first.
+        from llmtune.index import store as store_module
+
+        real, calls = store_module._held_elsewhere, []
+
+        def raced(loc):  # the first check runs before the other process took the store
+            calls.append(loc)
+            return False if len(calls) == 1 else real(loc)
+
+        monkeypatch.setattr(store_module, "_held_elsewhere", raced)
+        res = cli("index", docs, "--store", store)
+        assert len(calls) == 2 res.code == 2 and "is open in another process" in res.err and "Open local milvus failed" not in res.err
     finally:
         holder.kill()
         holder.wait()

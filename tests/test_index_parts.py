@@ -182,3 +182,37 @@ def test_the_summary_counts_skips_by_kind_not_by_line():
                       ("b.csv", "line 9: cannot parse this line (x)"),
                       ("c.bin", "unsupported file type '.bin'")]
     assert tally.line().endswith("3 skipped (2 cannot parse this line, 1 unsupported file type '.bin')")
+
+
+def test_a_folder_that_is_not_a_store_is_refused_and_left_alone(tmp_path, cli):
+    from llmtune.index.store import parse_location
+
+    folder = tmp_path / "notes.db"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("my own file")
+    for args in (("query", "--store", folder, "x"), ("index", tmp_path / "notes.db" / "mine.txt", "--store", folder),
+                 ("ask", "--store", folder, "x", "--model", "tiny-llama")):
+        res = cli(*args)
+        assert res.code == 2 and "exists but is not a Milvus Lite store" in res.err, (args, res.err)
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+    empty = tmp_path / "empty.db"
+    empty.mkdir()
+    assert parse_location(str(empty), create=True).local == empty.resolve()  # index may start a store there
+    with pytest.raises(UserError, match="is not a Milvus Lite store"):
+        parse_location(str(empty))  # query and ask never create one
+    assert list(empty.iterdir()) == []
+
+
+@pytest.mark.parametrize("which", ["minilm_tok", "bytelevel_tok"])
+def test_a_long_text_is_cut_a_block_at_a_time_into_the_same_pieces(which, request):
+    """`iter_split` tokenizes a block at a time (bounded memory for a 20 MB file) and must cut
+    exactly where `split` over the whole text does."""
+    import random
+
+    tok = request.getfixturevalue(which)
+    rng = random.Random(5)
+    words = ["wing", "flow", "naïve", "–", "shock", "boundary", "layer", "日本", "x=1.5,", "(drag)"]
+    text = "".join(rng.choice(words) + rng.choice([" ", " ", "  ", "\n", "\n\n", "\t"]) for _ in range(3000))
+    whole = [(p.start, p.end, p.ids) for p in Chunker(tok, 32, 8).split(text)]
+    for block in (300, 1000, 4096):
+        assert [(p.start, p.end, p.ids) for p in Chunker(tok, 32, 8).iter_split(text, block)] == whole, block

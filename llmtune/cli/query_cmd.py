@@ -69,7 +69,7 @@ def query(
         return
     if json_out:
         emit_json({"query": text, "mode": mode, "k": k, "per": per, "store": st.loc.describe(),
-                   "hits": [h.to_dict() for h in hits]})
+                   "search_path": st.search_path(), "hits": [h.to_dict() for h in hits]})
         return
     _print_hits(hits, per)
 

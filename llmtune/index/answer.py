@@ -15,6 +15,14 @@ from pathlib import Path
 from llmtune.errors import UserError
 
 DEFAULT_ANSWER_MODEL = "smollm2-135m"
+NO_SOURCE = "No indexed source answers this question."
+CALIBRATED_MIN_SCORE = {"minilm": 0.0}
+"""The best chunk's dense cosine below which `ask` says NO_SOURCE instead of generating, per
+embedding model it was calibrated for (on Cranfield: scripts/bench_hybrid.py, docs/indexing.md).
+A store built with another model has no default threshold (pass --min-score)."""
+CITE_OVERLAP = 0.5
+"""A sentence without a citation is attributed to the source sharing the largest share of its
+terms, when that share is at least this."""
 INSTRUCTIONS = ("Answer the question using only the numbered sources below. Cite the sources you use by number, "
                 "like [1]. If the sources do not contain the answer, say that you do not know.")
 
@@ -121,6 +129,39 @@ def answer(question: str, hits: list, model: AnswerModel, *, max_new_tokens: int
     # A small model's greedy answer tends to loop until the token limit: stop it there.
     params = SamplingParams(max_new_tokens=max_new_tokens, stop_loops=True)
     text = engine.complete([Request(prompt.ids, params)])[0].text.strip()
-    return {"question": question, "answer": text, "model": model.name,
+    return {"question": question, "answer": text, "answered": True, "model": model.name,
             "sources": [{"n": n, **h.to_dict()} for n, h in enumerate(prompt.used, start=1)],
             "sources_dropped": len(hits) - len(prompt.used), "prompt_tokens": len(prompt.ids)}
+
+
+def min_score_for(model: str, asked: float | None) -> float | None:
+    """The threshold `ask` applies: the one asked for, else the calibrated one for the store's model."""
+    return asked if asked is not None else CALIBRATED_MIN_SCORE.get(model)
+
+
+def refusal(question: str, best: float, threshold: float, hits: list) -> dict:
+    """What `ask` says when the best chunk is below the threshold: no generation at all."""
+    return {"question": question, "answer": NO_SOURCE, "answered": False, "best_score": best,
+            "min_score": threshold, "model": None, "sources": [], "sources_dropped": 0, "prompt_tokens": 0,
+            "nearest": [{"n": n, **h.to_dict()} for n, h in enumerate(hits[:3], start=1)]}
+
+
+def cite(text: str, sources: list, analyzer) -> tuple[str, list[int]]:
+    """The answer with a `[n]` after each sentence that cites nothing but takes most of its terms
+    from source n (small models rarely cite as asked); and the numbers added."""
+    import re
+
+    terms = [set(analyzer.terms(s["text"])) for s in sources]
+    added: list[int] = []
+    out = []
+    for sentence in re.split(r"(?<=[.!?])\s+", text.strip()):
+        words = set(analyzer.terms(sentence))
+        if not words or re.search(r"\[\d+\]", sentence) or not terms:
+            out.append(sentence)
+            continue
+        share, n = max((len(words & t) / len(words), n) for n, t in enumerate(terms, start=1))
+        if share >= CITE_OVERLAP:
+            sentence = re.sub(r"([.!?]?)$", lambda m: f" [{n}]{m.group(1)}", sentence, count=1)
+            added.append(n)
+        out.append(sentence)
+    return " ".join(out), added

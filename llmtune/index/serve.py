@@ -1,7 +1,7 @@
 """`python -m llmtune.index.serve --data-dir kb.db --host 127.0.0.1 --port 19530`: Milvus Lite's
 own gRPC server (`milvus-lite server`, the same options) with llmtune's fast search path
 installed in the serving process, so a served store searches as fast as an embedded one.
-`milvus-lite server` itself runs the library's per-row loops (llmtune/index/milvus_fastpath.py)."""
+`milvus-lite server` itself runs the library's per-row loops (llmtune/index/milvus_lite_patch.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from milvus_lite.cmdline import main as milvus_lite_main
 
-    from llmtune.index.milvus_fastpath import install
+    from llmtune.index.milvus_lite_patch import install
 
     # Said on stderr so whoever starts the server (and the tests) can see which engine serves.
     print(f"llmtune fast search path: {'on' if install() else 'off (the library as it is)'}", file=sys.stderr,

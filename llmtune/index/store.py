@@ -276,6 +276,14 @@ class Store:
         return self.client.search(self.chunks_name, data=list(vectors), anns_field="sparse", limit=limit,
                                   filter=expr, output_fields=CHUNK_OUTPUT, search_params={"metric_type": "IP"})
 
+    def search_path(self) -> str:
+        """Which code answers this store's dense searches (see milvus_lite_patch)."""
+        if self.loc.local is None:
+            return "the server's own engine"
+        from llmtune.index.milvus_lite_patch import search_path
+
+        return search_path()
+
     def close(self) -> None:
         self.client.close()
         if self.loc.local is not None:
@@ -297,6 +305,13 @@ def _slices(items: list, size: int):
         yield items[start:start + size]
 
 
+GRPC_OPTIONS = {"grpc.keepalive_time_ms": 7_200_000}
+"""pymilvus pings its server every 10 s, also between calls; a gRPC server that does not permit
+pings without calls (Milvus Lite's, embedded or served) answers repeated ones with GOAWAY
+"too_many_pings", which gRPC prints on stderr. A command's connection is short-lived and a
+failed call raises anyway, so llmtune pings only after two idle hours, as gRPC's servers permit."""
+
+
 def _connect(loc: Location):
     try:
         from pymilvus import MilvusClient
@@ -310,37 +325,44 @@ def _connect(loc: Location):
         # own; failures reach the user through the exceptions below instead.
         logging.getLogger(name).setLevel(logging.CRITICAL)
     if loc.local is not None:
-        _check_not_locked(loc)
+        if _held_elsewhere(loc):
+            raise UserError(_open_elsewhere(loc))
         # Embedded: the engine runs in this process, so its dense search can take llmtune's
-        # vectorised visibility masks (same results; see milvus_fastpath).
-        from llmtune.index.milvus_fastpath import install
+        # vectorised visibility masks (same results; see milvus_lite_patch).
+        from llmtune.index.milvus_lite_patch import install
 
         install()
     try:
-        return MilvusClient(uri=loc.uri, token=loc.token or "", timeout=15)
+        return MilvusClient(uri=loc.uri, token=loc.token or "", timeout=15, grpc_options=GRPC_OPTIONS)
     except MilvusException as exc:
         if loc.local is not None:
+            if _held_elsewhere(loc):  # another process opened it between the check and the open
+                raise UserError(_open_elsewhere(loc)) from None
             raise UserError(f"{loc.describe()}: Milvus Lite could not open it ({exc.message})") from None
         raise UserError(f"{loc.describe()}: cannot reach a Milvus server there ({exc.message}); check that it is "
                         f"running and the URI (and --token) are right") from None
 
 
-def _check_not_locked(loc: Location) -> None:
-    """Milvus Lite lets one process open a store; say so instead of failing inside it."""
+def _open_elsewhere(loc: Location) -> str:
+    return (f"{loc.describe()} is open in another process (an `llmtune index` run?); Milvus Lite lets one "
+            f"process use a store at a time. Wait for it, or serve the store with `python -m llmtune.index.serve "
+            f"--data-dir {loc.local} --host 127.0.0.1 --port 19530` (`milvus-lite server` with llmtune's fast "
+            f"search) and use --store http://127.0.0.1:19530")
+
+
+def _held_elsewhere(loc: Location) -> bool:
+    """Whether another process holds the store's lock (Milvus Lite lets one process open a store)."""
     import fcntl
 
     from milvus_lite.server_manager import server_manager_instance
 
     lock = loc.local / "LOCK"
     if not lock.exists() or str(loc.local) in getattr(server_manager_instance, "_servers", {}):
-        return  # new, or open in this process already (pymilvus reuses it)
+        return False  # new, or open in this process already (pymilvus reuses it)
     with open(lock, "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{loc.describe()} is open in another process (an `llmtune index` run?); Milvus Lite "
-                            f"lets one process use a store at a time. Wait for it, or serve the store with "
-                            f"`python -m llmtune.index.serve --data-dir {loc.local} --host 127.0.0.1 --port 19530` "
-                            f"(`milvus-lite server` with llmtune's fast search) and use --store "
-                            f"http://127.0.0.1:19530") from None
+            return True
         fcntl.flock(fh, fcntl.LOCK_UN)
+    return False

@@ -1,4 +1,4 @@
-"""The Milvus Lite dense-search fast path (llmtune/index/milvus_fastpath.py) returns exactly
+"""The Milvus Lite dense-search fast path (llmtune/index/milvus_lite_patch.py) returns exactly
 what the library's own function returns.
 
 A differential hook replaces the engine's search function for the test: every dense search
@@ -18,7 +18,7 @@ import random
 import numpy as np
 import pytest
 
-from llmtune.index.milvus_fastpath import ENV_SWITCH
+from llmtune.index.milvus_lite_patch import ENV_SWITCH
 
 DIM = 8
 COLLECTION = "c"
@@ -40,7 +40,7 @@ def differential(monkeypatch):
     from milvus_lite.index.brute_force import BruteForceIndex
     from milvus_lite.index.faiss_hnsw import FaissHnswIndex
 
-    from llmtune.index import milvus_fastpath as fp
+    from llmtune.index import milvus_lite_patch as fp
 
     assert fp.install()  # as opening an embedded store does (the query path's mask comes from it)
     original = fp.original_function()
@@ -215,7 +215,7 @@ def test_fast_path_matches_library_with_null_vectors(tmp_path, differential, mon
 @pytest.mark.parametrize("broken", ["tombstones", "memtable deletes", "upserts between segments", "query mask"])
 def test_differential_catches_a_broken_mask(tmp_path, differential, monkeypatch, broken):
     """The comparison above can fail: a fast path that forgets one rule of visibility is caught."""
-    from llmtune.index import milvus_fastpath as fp
+    from llmtune.index import milvus_lite_patch as fp
 
     real = fp._visibility
     if broken == "query mask":
@@ -246,7 +246,7 @@ def test_differential_catches_a_broken_mask(tmp_path, differential, monkeypatch,
 def test_store_open_installs_and_searches_go_through_it(tmp_path):
     from milvus_lite.engine import collection
 
-    from llmtune.index import milvus_fastpath as fp
+    from llmtune.index import milvus_lite_patch as fp
     from llmtune.index.store import Store, parse_location
 
     with Store(parse_location(str(tmp_path / "s.db"))):
@@ -255,27 +255,34 @@ def test_store_open_installs_and_searches_go_through_it(tmp_path):
     assert collection.execute_search_with_index is fp.fast_execute_search_with_index
 
 
-def test_gate_leaves_the_library_alone_for_other_versions_and_the_switch(monkeypatch):
+def test_gate_leaves_the_library_alone_for_other_versions_and_the_switch(monkeypatch, capsys):
     import importlib.metadata
 
     from milvus_lite.engine import collection
     from milvus_lite.search import executor_indexed
 
-    from llmtune.index import milvus_fastpath as fp
+    from llmtune.index import milvus_lite_patch as fp
 
     library = executor_indexed.execute_search_with_index
     try:
         fp.uninstall()
         assert collection.execute_search_with_index is library
-        monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.3.0")
-        assert not fp.install()
-        assert collection.execute_search_with_index is library
-        monkeypatch.setattr(importlib.metadata, "version", lambda name: "3.2.9")
+        for untested in ("3.3.0", "3.2.3"):  # the gate is exact: a patch release may change the internals
+            monkeypatch.setattr(importlib.metadata, "version", lambda name, v=untested: v)
+            capsys.readouterr()
+            assert not fp.install() and not fp.install()
+            assert collection.execute_search_with_index is library
+            notice = capsys.readouterr().err.splitlines()
+            assert len(notice) == 1 and f"milvus-lite {untested} is not the version" in notice[0]
+            assert fp.search_path().startswith(f"milvus-lite's own (version {untested};")
+        monkeypatch.setattr(importlib.metadata, "version", lambda name: fp.TESTED_VERSION)
         monkeypatch.setenv(fp.ENV_SWITCH, "0")
         assert not fp.install()
         assert collection.execute_search_with_index is library
+        assert fp.search_path() == f"milvus-lite's own ({fp.ENV_SWITCH}=0)"
         monkeypatch.delenv(fp.ENV_SWITCH)
         assert fp.install()
+        assert fp.search_path() == f"llmtune's patch of milvus-lite {fp.TESTED_VERSION}"
         assert collection.execute_search_with_index is fp.fast_execute_search_with_index
         # Switched off after installation: every call goes to the library's function untouched.
         monkeypatch.setenv(fp.ENV_SWITCH, "0")
@@ -295,7 +302,7 @@ _ARGS = ("query_vectors", "memtable", "delta_index", "top_k", "metric_type", "pk
 
 def test_a_segment_with_a_repeated_key_falls_back():
     """Unique keys per segment are what the masks rely on; anything else goes to the library."""
-    from llmtune.index import milvus_fastpath as fp
+    from llmtune.index import milvus_lite_patch as fp
 
     class Seg:
         num_rows, partition = 2, "_default"
@@ -316,7 +323,7 @@ def test_valid_mask_matches_library_on_random_candidates():
     from milvus_lite.search import bitmap
     from milvus_lite.storage.delta_index import DeltaIndex
 
-    from llmtune.index import milvus_fastpath as fp
+    from llmtune.index import milvus_lite_patch as fp
 
     library = fp.original_function("build_valid_mask")
     assert library.__module__ == bitmap.__name__
@@ -348,3 +355,15 @@ def test_valid_mask_matches_library_on_random_candidates():
         if mt is not None:
             hidden["memtable delete"] += (alone & ~library(pks, seqs, DeltaIndex("id"), memtable=mt)).any()
     assert min(hidden.values()) > 20, hidden
+
+
+def test_ci_runs_the_gated_version_and_says_which_path_answers(tmp_path, cli):
+    """The test set-up pins milvus-lite to the gate's version, so the comparisons above run on it;
+    `llmtune doctor` and `query --json` name the path that answers."""
+    from importlib.metadata import version
+
+    from llmtune.index import milvus_lite_patch as fp
+
+    assert version("milvus-lite") == fp.TESTED_VERSION
+    doctor = cli("doctor", "--json")
+    assert doctor.code == 0 and "milvus-lite" in __import__("json").loads(doctor.out)["milvus_lite_search"]["path"]

@@ -1,4 +1,13 @@
-"""Dense search in an embedded Milvus Lite store without a Python loop over every row.
+"""A patch of milvus-lite 3.2.2: dense search and the query/count masks of an embedded store
+without a Python loop over every row.
+
+This module replaces two functions inside a third-party library, process-wide. It is fenced:
+- an exact version gate: only milvus-lite TESTED_VERSION gets the patch; any other version
+  keeps the library's own functions, and the process says so once on stderr;
+- `LLMTUNE_MILVUS_FASTPATH=0` keeps the library's functions too;
+- `search_path()` says which path answers (`llmtune doctor`, `llmtune query --json`);
+- tests/test_milvus_lite_patch.py runs the library's functions and these on the same stores
+  and compares every result, on the gate's version.
 
 Milvus Lite 3.2's dense search (`milvus_lite.search.executor_indexed.execute_search_with_index`)
 decides which rows a query may see by walking every row of every segment on every search:
@@ -30,11 +39,13 @@ The query and count paths have the same per-row loop in `milvus_lite.search.bitm
 
 It is installed (`install()`) when llmtune opens an embedded store, by replacing the names
 `execute_search_with_index` in `milvus_lite.engine.collection` and `build_valid_mask` in
-`milvus_lite.search.bitmap`, only for the tested
-milvus-lite series (3.2.x); any other version, or LLMTUNE_MILVUS_FASTPATH=0, leaves the
-library untouched. Any input the fast path cannot prove it handles (a segment with a
+`milvus_lite.search.bitmap`. Any input the patch cannot prove it handles (a segment with a
 repeated key, unexpected object types) goes to the original function. A store served by
-`milvus-lite server` runs in that process, which this never patches.
+`milvus-lite server` runs in that process, which this never patches
+(`python -m llmtune.index.serve` is that server with the patch installed first).
+
+BM25 (llmtune's own sparse vectors since store format 2) goes through the library's sparse
+search unpatched.
 """
 
 from __future__ import annotations
@@ -44,7 +55,8 @@ import threading
 import weakref
 
 ENV_SWITCH = "LLMTUNE_MILVUS_FASTPATH"
-TESTED_SERIES = "3.2."
+TESTED_VERSION = "3.2.2"
+"""The one milvus-lite version the patch was tested on; any other gets the library's own path."""
 _CACHE_SIZE = 8
 
 _lock = threading.Lock()
@@ -60,7 +72,41 @@ def enabled() -> bool:
 
 
 def supported(version: str) -> bool:
-    return version.startswith(TESTED_SERIES)
+    return version == TESTED_VERSION
+
+
+_noticed: set = set()
+
+
+def _library_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("milvus-lite")
+    except PackageNotFoundError:
+        return None
+
+
+def search_path() -> str:
+    """Which code answers an embedded store's dense searches in this process, and why."""
+    if not enabled():
+        return f"milvus-lite's own ({ENV_SWITCH}=0)"
+    found = _library_version()
+    if found is None:
+        return "none (milvus-lite is not installed)"
+    if not supported(found):
+        return f"milvus-lite's own (version {found}; llmtune's patch is tested on {TESTED_VERSION} only)"
+    return f"llmtune's patch of milvus-lite {found}" if _originals else f"llmtune's patch of milvus-lite {found} " \
+        f"(installed when an embedded store opens)"
+
+
+def _notice_untested(found: str) -> None:
+    if found not in _noticed:
+        _noticed.add(found)
+        import sys
+
+        print(f"llmtune: milvus-lite {found} is not the version its search patch was tested on ({TESTED_VERSION}); "
+              f"using milvus-lite's own search (correct, slower on large stores)", file=sys.stderr, flush=True)
 
 
 def _targets():
@@ -78,12 +124,11 @@ def install() -> bool:
     """Put the fast path in place for this process (idempotent). True if it is active."""
     if not enabled():
         return False
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        if not supported(version("milvus-lite")):
-            return False
-    except PackageNotFoundError:
+    found = _library_version()
+    if found is None:
+        return False
+    if not supported(found):
+        _notice_untested(found)
         return False
     from milvus_lite.search import bitmap, executor_indexed
 
@@ -139,36 +184,54 @@ def _search(query_vectors, segments, memtable, delta_index, top_k, metric_type, 
             partition_names, compiled_filter, output_fields, indexed_filter_plan, project_record_fn,
             search_params):
     """The search, or None where the fast path does not apply (the caller falls back)."""
-    import numpy as np
-
     tombstones = getattr(delta_index, "_map", None)
     if not isinstance(tombstones, dict):
         return None
-    if query_vectors.ndim == 1:
-        query_vectors = query_vectors.reshape(1, -1)
-    if query_vectors.dtype != np.float32:
-        query_vectors = query_vectors.astype(np.float32, copy=False)
+    query_vectors = _as_query_matrix(query_vectors)
     nq = int(query_vectors.shape[0])
     if nq == 0 or top_k <= 0:
         return [[] for _ in range(nq)]
+    in_scope = _segments_in_scope(segments, partition_names)
+    if in_scope is None:
+        return None
+    mt = memtable.to_search_snapshot(vector_field=vector_field, partition_names=partition_names,
+                                     include_table=compiled_filter is not None)
+    mt_pks = mt[0]
+    if not in_scope and not mt_pks:
+        return [[] for _ in range(nq)]
+    mt_row = {pk: i for i, pk in enumerate(mt_pks)}
+    if len(mt_row) != len(mt_pks):
+        return None
+    seg_masks, mt_mask = _visibility(in_scope, mt_row, mt[1], tombstones, memtable.delete_index_snapshot())
+    candidates = _candidates(in_scope, mt, seg_masks, mt_mask, compiled_filter, indexed_filter_plan, vector_field,
+                             query_vectors, top_k, metric_type, search_params)
+    project = _projection(project_record_fn, output_fields, pk_field, vector_field)
+    return [_materialize(found, top_k, in_scope, memtable, mt, pk_field, project) for found in candidates]
 
+
+def _as_query_matrix(query_vectors):
+    import numpy as np
+
+    if query_vectors.ndim == 1:
+        query_vectors = query_vectors.reshape(1, -1)
+    return query_vectors.astype(np.float32, copy=False) if query_vectors.dtype != np.float32 else query_vectors
+
+
+def _segments_in_scope(segments, partition_names):
+    """The searched segments with rows, or None if one breaks the unique-key rule."""
     wanted = set(partition_names) if partition_names else None
     in_scope = [s for s in segments if s.num_rows > 0 and (wanted is None or s.partition in wanted)]
     for seg in in_scope:
         # Unique keys within the segment are what lets one dict look-up stand for "the row of p".
         if not (isinstance(seg.pk_to_row, dict) and len(seg.pk_to_row) == len(seg.pks) == len(seg.seqs)):
             return None
-    mt_pks, mt_seqs, mt_vecs, mt_row_refs, mt_table = memtable.to_search_snapshot(
-        vector_field=vector_field, partition_names=partition_names, include_table=compiled_filter is not None)
-    if not in_scope and not mt_pks:
-        return [[] for _ in range(nq)]
-    mt_row = {pk: i for i, pk in enumerate(mt_pks)}
-    if len(mt_row) != len(mt_pks):
-        return None
-    mt_deletes = memtable.delete_index_snapshot()  # {pk: (seq, partition)}
+    return in_scope
 
-    seg_masks, mt_mask = _visibility(in_scope, mt_row, mt_seqs, tombstones, mt_deletes)
 
+def _candidates(in_scope, mt, seg_masks, mt_mask, compiled_filter, indexed_filter_plan, vector_field,
+                query_vectors, top_k, metric_type, search_params) -> list[list[tuple]]:
+    """Per query, (distance, source, row) of each source's top-k under its masks."""
+    mt_pks, _, mt_vecs, _, mt_table = mt
     if compiled_filter is not None:
         from milvus_lite.search.filter import evaluate_mask
         from milvus_lite.search.indexed_filter import evaluate_segment_filter
@@ -177,8 +240,7 @@ def _search(query_vectors, segments, memtable, delta_index, top_k, metric_type, 
         mt_filter = evaluate_mask(compiled_filter, mt_table) if mt_pks and mt_table is not None else None
     else:
         seg_filters, mt_filter = [None] * len(in_scope), None
-
-    candidates: list[list[tuple]] = [[] for _ in range(nq)]
+    candidates: list[list[tuple]] = [[] for _ in range(int(query_vectors.shape[0]))]
     for source, seg in enumerate(in_scope):
         vectors, null_mask = seg.vector_data(vector_field)
         allowed = seg_filters[source]
@@ -189,24 +251,24 @@ def _search(query_vectors, segments, memtable, delta_index, top_k, metric_type, 
     if mt_pks:
         _recall(candidates, len(in_scope), mt_mask, mt_filter, mt_vecs, None, query_vectors, top_k,
                 metric_type, search_params)
+    return candidates
 
-    project = _projection(project_record_fn, output_fields, pk_field, vector_field)
-    n_seg = len(in_scope)
-    results = []
-    for found in candidates:
-        found.sort()  # (distance, source, row): the original's tie order
-        hits = []
-        for dist, source, row in found[:top_k]:
-            if source < n_seg:
-                record = in_scope[source].row_to_dict(row)
-                pk_list = in_scope[source].pks
-            else:
-                record = memtable.materialize_row(*mt_row_refs[row])
-                pk_list = mt_pks
-            pk = record.get(pk_field) if pk_field in record else pk_list[row]
-            hits.append({"id": pk, "distance": dist, "entity": project(record)})
-        results.append(hits)
-    return results
+
+def _materialize(found: list[tuple], top_k: int, in_scope, memtable, mt, pk_field, project) -> list[dict]:
+    """One query's hits, best first in the original's tie order (distance, source, row)."""
+    mt_pks, mt_row_refs = mt[0], mt[3]
+    found.sort()
+    hits = []
+    for dist, source, row in found[:top_k]:
+        if source < len(in_scope):
+            record = in_scope[source].row_to_dict(row)
+            pk_list = in_scope[source].pks
+        else:
+            record = memtable.materialize_row(*mt_row_refs[row])
+            pk_list = mt_pks
+        pk = record.get(pk_field) if pk_field in record else pk_list[row]
+        hits.append({"id": pk, "distance": dist, "entity": project(record)})
+    return hits
 
 
 def _visibility(in_scope, mt_row, mt_seqs, tombstones, mt_deletes):
