@@ -57,7 +57,7 @@ def test_incremental_store_ranks_exactly_as_a_fresh_build(tmp_path, store_at):
     store, collection = store_at
     rng = random.Random(7)
     docs = tmp_path / "docs"
-    files = _corpus(rng, range(14))
+    files = _corpus(rng, range(10))
     files["twin.txt"] = files["d03.txt"]  # an unchanged duplicate of a file that will change
     _write(docs, files)
     index_paths([docs], store, collection=collection, chunk_tokens=32, overlap=8)
@@ -162,7 +162,6 @@ def test_progress_moves_per_embedded_batch_and_an_unchanged_rerun_loads_no_model
 
     (docs / "new.txt").write_text(_text(random.Random(2), 300))
     monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
-    monkeypatch.setattr(progress.index_progress, "__defaults__", (0.0,))
     capsys.readouterr()
     index_paths([docs], store, batch_size=4, reporter=Reporter())
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "chunks embedded" in ln]

@@ -89,7 +89,7 @@ def test_mistakes_exit_2_with_the_fix(tmp_path, cli):
         (("query", "--store", store, "x", "--filter", "path=*.md"), "write source=GLOB"),
         (("query", "--store", store, "x", "--model", "tiny-bert"), "(the store has minilm)"),
         (("index", docs, "--store", store, "--model", "tiny-bert"), "Drop the option to use the store's settings"),
-        (("ask", "--store", store, "x", "--model", "minilm"), "is an encoder"),
+        (("ask", "--store", store, "x", "--model", "minilm", "--min-score", "0"), "is an encoder"),
     ]:
         res = cli(*args)
         assert res.code == 2 and message in res.err, (args, res.err)
@@ -215,7 +215,8 @@ def test_a_store_open_in_another_process_is_a_clear_error(tmp_path, cli, monkeyp
 
         monkeypatch.setattr(store_module, "_held_elsewhere", raced)
         res = cli("index", docs, "--store", store)
-        assert len(calls) == 2 res.code == 2 and "is open in another process" in res.err and "Open local milvus failed" not in res.err
+        assert len(calls) == 2 and res.code == 2, res.err
+        assert "is open in another process" in res.err and "Open local milvus failed" not in res.err
     finally:
         holder.kill()
         holder.wait()

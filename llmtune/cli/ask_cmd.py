@@ -19,7 +19,7 @@ def ask(
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Answer with a run's trained model (a run "
                                           "directory) or a recipe's base model (a recipe file)."),
     k: int = typer.Option(4, "-k", "--top-k", min=1, help="Chunks put into the prompt."),
-    mode: str = typer.Option("hybrid", "--mode", help=MODE_HELP),
+    mode: str = typer.Option("dense", "--mode", help=MODE_HELP),
     filters: List[str] = typer.Option([], "--filter", help=FILTER_HELP),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="Length of the answer at most."),
     min_score: Optional[float] = typer.Option(None, "--min-score", help="If the best chunk's dense cosine is below "

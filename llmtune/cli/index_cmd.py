@@ -25,6 +25,10 @@ def index(
                                                "model's tokens; default 128 for a new store)."),
     overlap: Optional[int] = typer.Option(None, "--overlap", min=0, help="Tokens shared by consecutive chunks at "
                                           "most (default 32 for a new store)."),
+    language: Optional[str] = typer.Option(None, "--language", help="How BM25 analyses text in a new store: "
+                                           "english (default: stop words dropped, Snowball stemming), another "
+                                           "Snowball language (stemming), or none (plain lower-cased words). "
+                                           "Recorded in the store."),
     text_column: str = typer.Option("text", "--text-column", help="Column holding the text in .jsonl/.csv/.tsv/"
                                     ".parquet files (each row is indexed on its own)."),
     id_column: Optional[str] = typer.Option(None, "--id-column", help="Column naming each row in results (default: "
@@ -51,7 +55,8 @@ def index(
     reporter = Reporter(json_mode=json_out)
     quiet_third_party(reporter.interactive)
     summary = index_paths(paths, store, token=token, collection=collection, model=model, pooling=pooling,
-                          chunk_tokens=chunk_tokens, overlap=overlap, text_column=text_column, id_column=id_column,
+                          chunk_tokens=chunk_tokens, overlap=overlap, language=language, text_column=text_column,
+                          id_column=id_column,
                           commit_chunks=commit_chunks, batch_size=batch_size, trust_remote_code=trust_remote_code,
                           reporter=reporter)
     if json_out:

@@ -10,9 +10,9 @@ import typer
 
 from llmtune.cli.store_options import collection_option, store_option, token_option
 
-MODE_HELP = ("dense (embedding cosine), bm25 (Milvus's BM25 on the chunk text) or hybrid: reciprocal rank fusion "
-             "(k=60) of both lists, chosen over a weighted sum because it needs no score calibration (BM25 "
-             "scores are unbounded, cosines sit in a narrow band).")
+MODE_HELP = ("dense (embedding cosine), bm25 (llmtune's BM25 with the store's analyzer and statistics) or hybrid: "
+             "reciprocal rank fusion of both lists, chosen over a weighted sum because it needs no score "
+             "calibration (BM25 scores are unbounded, cosines sit in a narrow band).")
 PER_HELP = ("document (default): -k counts documents (a file, or a row of a table file), each ranked by its "
             "best chunk and listing the chunks found in it; chunk: -k counts chunks.")
 FILTER_HELP = ("source=GLOB: only chunks of files whose absolute path matches (a relative glob is taken from "
@@ -24,7 +24,7 @@ def query(
     store: str = store_option(),
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="How many documents (or chunks: --per chunk)."),
     per: str = typer.Option("document", "--per", help=PER_HELP),
-    mode: str = typer.Option("hybrid", "--mode", help=MODE_HELP),
+    mode: str = typer.Option("dense", "--mode", help=MODE_HELP),
     filters: List[str] = typer.Option([], "--filter", help=FILTER_HELP),
     model: Optional[str] = typer.Option(None, "--encoder", "--model", "-m", help="Embedding model; must be the "
                                         "store's (the default)."),

@@ -16,7 +16,7 @@ from llmtune.errors import UserError
 
 DEFAULT_ANSWER_MODEL = "smollm2-135m"
 NO_SOURCE = "No indexed source answers this question."
-CALIBRATED_MIN_SCORE = {"minilm": 0.0}
+CALIBRATED_MIN_SCORE = {"minilm": 0.504}
 """The best chunk's dense cosine below which `ask` says NO_SOURCE instead of generating, per
 embedding model it was calibrated for (on Cranfield: scripts/bench_hybrid.py, docs/indexing.md).
 A store built with another model has no default threshold (pass --min-score)."""

@@ -66,6 +66,7 @@ class IndexProgress:
 
 
 @contextmanager
-def index_progress(reporter: Reporter, total: int, every: float = LOG_EVERY) -> Iterator[IndexProgress]:
+def index_progress(reporter: Reporter, total: int, every: float | None = None) -> Iterator[IndexProgress]:
+    every = LOG_EVERY if every is None else every
     with reporter.progress(total, "index files", counter="{task.completed:.1f}/{task.total}") as advance:
         yield IndexProgress(reporter, total, advance, every)

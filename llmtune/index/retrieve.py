@@ -106,7 +106,7 @@ class Retriever:
             parts.append(in_list("source", sources))
         return " and ".join(parts)
 
-    def search(self, queries: list[str], k: int = 10, mode: str = "hybrid", globs: list[str] | None = None,
+    def search(self, queries: list[str], k: int = 10, mode: str = "dense", globs: list[str] | None = None,
                vectors=None) -> list[list[Hit]]:
         """Top-k hits per query. `vectors`: the queries' embeddings, if already computed."""
         if mode not in MODES:
