@@ -64,7 +64,7 @@ def run_clients(base_url: str, model: str, clients: int, seconds: float, max_tok
             with lock:
                 prompt = prompts[next(counter) % len(prompts)]
             try:
-                r = one_request(client, model, prompt, max_tokens)
+                r = {**one_request(client, model, prompt, max_tokens), "prompt": prompt}
                 with lock:
                     results.append(r)
             except Exception as exc:  # an error is a result of the load test, not its end
@@ -112,7 +112,13 @@ def generate_parity(model: str, base_url: str, model_id: str, prompts: list[str]
     texts = [row["output"] for row in sorted(generated, key=lambda row: row["line"])]
     same = sum(a == b for a, b in zip(served, texts))
     mismatches = [{"prompt": p, "server": a, "generate": b} for p, a, b in zip(prompts, served, texts) if a != b]
-    return {"prompts": len(prompts), "identical": same, "mismatches": mismatches[:3]}
+    return {"prompts": len(prompts), "identical": same, "mismatches": mismatches[:3], "alone": dict(zip(prompts, served))}
+
+
+def batched_vs_alone(results: list[dict], alone: dict[str, str]) -> dict:
+    """Answers the server gave under load (decoded in batches) against the same prompts alone."""
+    pairs = [(r["text"], alone[r["prompt"]]) for r in results if r["prompt"] in alone]
+    return {"compared": len(pairs), "identical": sum(a == b for a, b in pairs)}
 
 
 def _env() -> dict:
@@ -153,8 +159,10 @@ def main() -> int:
                   "max_tokens": args.max_tokens,
                   **summary(results, errors, wall, args.clients), "error_samples": errors[:3]}
         if args.parity_prompts:
-            report["parity"] = generate_parity(args.model, server.base_url, model_id, prompts[:args.parity_prompts],
-                                               args.max_tokens)
+            parity = generate_parity(args.model, server.base_url, model_id, prompts[:args.parity_prompts],
+                                     args.max_tokens)
+            report["parity"] = {**{k: v for k, v in parity.items() if k != "alone"},
+                                "under_load_vs_alone": batched_vs_alone(results, parity["alone"])}
     finally:
         code = server.terminate(120) if server.proc.poll() is None else server.proc.returncode
         server.stop()
