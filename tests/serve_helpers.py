@@ -20,6 +20,8 @@ class ServerProcess:
     def __init__(self, *args: str, env: dict | None = None, timeout: float = 120.0):
         environ = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
                    **(env or {})}
+        if not env or "LLMTUNE_API_KEY" not in env:  # a key in the caller's shell would lock the tests out
+            environ.pop("LLMTUNE_API_KEY", None)
         self.proc = subprocess.Popen([sys.executable, "-m", "llmtune", "serve", *args, "--port", "0"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environ)
         self.lines: list[str] = []
