@@ -288,3 +288,38 @@ def test_extend_mask_handles_every_mask_form():
     assert extend_mask(keep, 3, 1, 2, True).tolist() == [[[[True, True, True, True, False]]]]
     additive = torch.tensor([[[[0.0, -1e9]]]])
     assert extend_mask(additive, 1, 1, 2, False).tolist() == [[[[0.0, 0.0, -1e9]]]]
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+def test_text_init_starts_from_the_models_own_keys_and_values(name):
+    """init: text: the prefix is the key/value cache the model fills for the text, so real tokens
+    attend to it as to those words written in front of them (at the same positions)."""
+    from transformers import DynamicCache
+
+    from llmtune.models.load import load_tokenizer
+
+    model = _task_model(name, "sft")
+    text = "topic of the news"
+    ids = load_tokenizer(name)(text, add_special_tokens=False)["input_ids"]
+    n = len(ids) + 2  # longer than the text: the text repeats
+    with torch.no_grad():  # in eval mode, as the init reads them (no dropout)
+        cache = model.body.eval()(input_ids=torch.tensor([(ids * 2)[:n]]), use_cache=True).past_key_values
+    model.body.train()
+    prepare_for_training(model, _method(num_virtual_tokens=n, init="text", init_text=text))
+    kv = model.body.llmtune_prefix().detach()
+    assert kv.shape[3] == n
+    torch.testing.assert_close(kv[0, 0], cache.layers[0].keys[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(kv[-1, 1], cache.layers[-1].values[0], rtol=0, atol=1e-6)
+    assert model.body.llmtune_prefix.prefix.requires_grad
+
+
+def test_text_init_is_refused_on_an_encoder_and_with_reparameterize():
+    from pydantic import ValidationError
+
+    from llmtune.errors import UserError
+
+    with pytest.raises(ValidationError, match="reparameterize"):
+        PrefixConfig(name="prefix", init="text", init_text="x", reparameterize=True)
+    with pytest.raises(UserError, match="init: random"):
+        prepare_for_training(_task_model("tiny-bert", "classification"),
+                             _method(num_virtual_tokens=2, init="text", init_text="good film"))

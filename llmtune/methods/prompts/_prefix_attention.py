@@ -131,6 +131,26 @@ class PrefixEncoder(torch.nn.Module):
         return kv[layer_idx, 0], kv[layer_idx, 1]
 
 
+def text_key_values(body: torch.nn.Module, ids: list[int], num_tokens: int) -> torch.Tensor:
+    """The keys and values `body` computes at every layer for `ids` (repeated to fill
+    `num_tokens`, then cut), laid out as a prefix: (layer, key|value, kv_head, token, head_dim).
+    Read from the key/value cache of one plain forward pass, before any prefix is installed."""
+    ids = (ids * (num_tokens // len(ids) + 1))[:num_tokens]
+    was_training = body.training
+    body.eval()
+    device = next(body.parameters()).device
+    out = body(input_ids=torch.tensor([ids], device=device), use_cache=True)
+    body.train(was_training)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not getattr(cache, "layers", None):
+        from llmtune.errors import UserError
+
+        raise UserError(f"method.init text: {type(body).__name__} keeps no key/value cache to read the text's keys "
+                        f"and values from (an encoder); use init: random")
+    layers = [torch.stack([layer.keys[0], layer.values[0]]) for layer in cache.layers]
+    return torch.stack(layers).float().cpu()
+
+
 def attention_shape(config) -> tuple[int, int, int]:
     """(layers, key/value heads, head dim) from a transformers config (BERT, Llama, GPT-2 names)."""
     heads = config.num_attention_heads

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from llmtune.errors import UserError
 from llmtune.atomic import write_json
@@ -37,6 +37,25 @@ class PrefixConfig(MethodConfig):
     2021), which can steady training; the MLP is folded away at save time."""
     hidden: int = Field(512, gt=0)
     """Width of the reparameterisation MLP (used only with `reparameterize: true`)."""
+    init: Literal["random", "text"] = "random"
+    """Starting prefixes: `random` (standard normal, about the scale of real keys and values)
+    or `text`: the keys and values the model itself computes at every layer for `init_text`'s
+    tokens (repeated or cut to `num_virtual_tokens`), so training starts from a prefix the
+    model reads as ordinary words rather than from noise (Li & Liang 2021 found real words'
+    activations a better start with little data). Not with `reparameterize`."""
+    init_text: str | None = None
+    """Text whose keys and values start the prefix (with `init: text`)."""
+
+    @model_validator(mode="after")
+    def _init_fits(self):
+        if self.init == "text" and not (self.init_text or "").strip():
+            raise ValueError("init: text needs init_text (the text whose keys and values start the prefix)")
+        if self.init_text is not None and self.init != "text":
+            raise ValueError("init_text is used only with init: text; set init: text or drop init_text")
+        if self.init == "text" and self.reparameterize:
+            raise ValueError("init: text sets the prefixes directly, which reparameterize replaces with an MLP's "
+                             "output; use one or the other")
+        return self
 
 
 @register_method
@@ -51,6 +70,8 @@ class Prefix(Method):
         return self.config.num_virtual_tokens
 
     def apply(self, body, *, causal: bool):
+        import torch
+
         from llmtune.methods.prompts._prefix_attention import PrefixEncoder, attention_shape
 
         c = self.config
@@ -59,6 +80,12 @@ class Prefix(Method):
         encoder = PrefixEncoder(layers, kv_heads, head_dim, c.num_virtual_tokens,
                                 mlp_hidden=c.hidden if c.reparameterize else None,
                                 embed_dim=body.config.hidden_size)
+        if c.init == "text":
+            from llmtune.methods.prompts._prefix_attention import text_key_values
+            from llmtune.methods.prompts.soft_prompt import _text_token_ids
+
+            with torch.no_grad():
+                encoder.prefix.copy_(text_key_values(body, _text_token_ids(body, c.init_text), c.num_virtual_tokens))
         _install(body, encoder)
         return body
 
