@@ -8,6 +8,7 @@ one more 384x384 layer on the HF side, negligible next to the body). Cases alter
 sitting, each in its own process; figures are medians over `--repeats` of the same window.
 
     python scripts/bench_classification.py [--steps 60] [--repeats 2] [--methods lora,full]
+    python scripts/bench_classification.py --bf16 --methods lora    # bf16 autocast vs fp32 on a CPU
 """
 
 from __future__ import annotations
@@ -26,9 +27,15 @@ from bench_sft import StepClock  # noqa: E402
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["query", "key", "value", "dense"]}
 
 
-def cases(methods: list[str]) -> list[dict]:
+def cases(methods: list[str], bf16: bool = False) -> list[dict]:
+    """`bf16`: llmtune only, fp32 against bf16 autocast on the CPU (`--bf16`)."""
     c = []
     for m in methods:
+        if bf16:
+            c += [{"name": f"llmtune-{m}", "tool": "llmtune", "method": m},
+                  {"name": f"llmtune-{m}-bf16", "tool": "llmtune", "method": m, "precision": "bf16",
+                   "vs": [f"llmtune-{m}"]}]
+            continue
         c += [{"name": f"hf-{m}", "tool": "hf", "method": m},
               {"name": f"hf-{m}-gbl", "tool": "hf", "method": m, "group_by_length": True},
               {"name": f"llmtune-{m}", "tool": "llmtune", "method": m, "vs": [f"hf-{m}-gbl", f"hf-{m}"]}]
@@ -43,7 +50,7 @@ def recipe(spec: dict, case: dict) -> dict:
                      "labels": ["negative", "positive"], "max_length": 64},
             "method": method,
             "train": {"max_steps": spec["steps"], "batch_size": 32, "lr": 1e-3 if case["method"] == "lora" else 1e-4,
-                      "log_every": spec["warmup"], "seed": 0, "precision": "fp32"}}
+                      "log_every": spec["warmup"], "seed": 0, "precision": case.get("precision", "fp32")}}
 
 
 def worker_llmtune(spec, case):
@@ -103,6 +110,7 @@ def main(argv=None) -> None:
     p.add_argument("--rows", type=int, default=4000)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--methods", default="lora,full")
+    p.add_argument("--bf16", action="store_true", help="llmtune fp32 against bf16 autocast instead of the HF peers")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -111,7 +119,7 @@ def main(argv=None) -> None:
         case = next(c for c in spec["cases"] if c["name"] == args.worker[1])
         return emit({"llmtune": worker_llmtune, "hf": worker_hf}[case["tool"]](spec, case))
     work = Path(tempfile.mkdtemp(prefix="bench-cls-"))
-    chosen = cases(args.methods.split(","))
+    chosen = cases(args.methods.split(","), args.bf16)
     spec = {"data": str(ROOT / "recipes" / "data" / "sst2_train.tsv"), "rows": args.rows, "steps": args.steps,
             "warmup": args.warmup, "cases": chosen}
     (work / "spec.json").write_text(json.dumps(spec))

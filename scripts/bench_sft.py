@@ -11,6 +11,7 @@ Tokens are real tokens: padding is not counted, packed rows are all real.
     python scripts/bench_sft.py --shape smollm2-135m     # the smollm2-135m built-in (branch smollm2)
     python scripts/bench_sft.py --mode gpu               # 1.1B Llama shape, bf16 (see bench_gpu.sh)
     python scripts/bench_sft.py --mode dry-run           # every case, tiny shape, 4 steps: does it all run?
+    python scripts/bench_sft.py --mode cpu-bf16 --shape smollm2-135m   # bf16 autocast vs fp32 on a CPU
 
 Peers: `hf` = transformers.Trainer + peft as a user writes it (DataCollatorForSeq2Seq,
 defaults; `-gbl`: length-grouped batches, which transformers 5 spells
@@ -49,10 +50,28 @@ SHAPES = {
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 
 
+def bf16_cases() -> list[dict]:
+    """`--mode cpu-bf16`: bf16 autocast on the CPU against fp32, llmtune and the HF Trainer
+    (bf16=True, use_cpu=True) at the same batches (`-same`: random order, no length grouping,
+    full logits, as the Trainer's), LoRA."""
+    c = []
+    for p in ("fp32", "bf16"):
+        c += [{"name": f"hf-lora-{p}", "tool": "hf", "method": "lora", "precision": p},
+              {"name": f"llmtune-lora-same-{p}", "tool": "llmtune", "method": "lora", "precision": p,
+               "group_by_length": False, "chunked_loss": False, "vs": [f"hf-lora-{p}"]},
+              {"name": f"llmtune-lora-{p}", "tool": "llmtune", "method": "lora", "precision": p}]
+    for case in c:
+        if case["precision"] == "bf16":
+            case.setdefault("vs", []).append(case["name"].replace("bf16", "fp32"))
+    return c
+
+
 def cases(mode: str) -> list[dict]:
     """The cases of one sitting, in the order they alternate; `vs` names the ratios' baselines.
     `-same`: llmtune on the HF Trainer's batches (random order, no length grouping, full
     logits): the step itself compared."""
+    if mode == "cpu-bf16":
+        return bf16_cases()
     c = []
     for method in ("full", "lora"):
         c += [
@@ -175,7 +194,7 @@ def llmtune_recipe(spec: dict, case: dict) -> dict:
                   "log_every": spec["warmup"], "seed": 0, "group_by_length": case.get("group_by_length", True),
                   "packing": case.get("packing", False), "chunked_loss": case.get("chunked_loss", True),
                   "compile": case.get("compile", False), "gradient_checkpointing": case.get("gc", False),
-                  "precision": "bf16" if spec["gpu"] else "fp32"},
+                  "precision": case.get("precision") or ("bf16" if spec["gpu"] else "fp32")},
         "eval": {"generate": False},
     }
     for switch in ("fast_dropout", "fused_forward"):  # otherwise llmtune's default
@@ -265,7 +284,8 @@ def worker_hf(spec: dict, case: dict) -> dict:
 
     args = TrainingArguments(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=spec["batch_size"],
                              max_steps=spec["steps"], learning_rate=2e-4, logging_steps=10_000, save_strategy="no",
-                             report_to="none", use_cpu=not spec["gpu"], bf16=spec["gpu"], seed=0,
+                             report_to="none", use_cpu=not spec["gpu"],
+                             bf16=spec["gpu"] or case.get("precision") == "bf16", seed=0,
                              train_sampling_strategy="group_by_length" if case.get("group_by_length") else "random",
                              remove_unused_columns=False,
                              gradient_checkpointing=case.get("gc", False), dataloader_num_workers=0)
@@ -319,7 +339,7 @@ def worker_main(spec_path: str, case_name: str) -> None:
 # -- the sitting --------------------------------------------------------------------------------
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=["cpu", "gpu", "dry-run"], default="cpu")
+    p.add_argument("--mode", choices=["cpu", "cpu-bf16", "gpu", "dry-run"], default="cpu")
     p.add_argument("--shape", choices=[*SHAPES, "smollm2-135m"], default=None)
     p.add_argument("--data", choices=["alpaca", "c4"], default="alpaca")
     p.add_argument("--steps", type=int, default=None, help="optimizer steps per case (default 30 CPU, 40 GPU)")
