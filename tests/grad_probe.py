@@ -21,10 +21,8 @@ def first_step_gradients(recipe_dict: dict) -> dict[str, torch.Tensor]:
     acc = accelerator_for("fp32")
     job = SimpleNamespace(recipe=recipe, reporter=Reporter(quiet=True), resume=False,
                           checkpoints=Path(tempfile.mkdtemp()) / "checkpoints")
-    loop = Loop(job, method_for(recipe.method), acc)
-    loop._set_up()
-    loop.step_loss, loop.hold_at = torch.zeros(()), None
-    plan = loop.order.take_step(loop.position, recipe.train.grad_accum)
+    loop = Loop(job, method_for(recipe.method), acc)  # set up: data, model, optimizer; nothing trained
+    plan = loop.training.order.take_step(loop.position, recipe.train.grad_accum)
     for n, idx in enumerate(plan.mine):
-        loop._forward_backward(idx, plan.loss_items, last=n == len(plan.mine) - 1)
+        loop.stepper.micro_batch(idx, plan.loss_items, last=n == len(plan.mine) - 1)
     return {name: p.grad.detach().clone() for name, p in loop.unwrapped.named_parameters() if p.grad is not None}

@@ -265,9 +265,10 @@ def test_epochs_count_global_batches_and_a_killed_run_resumes_exactly(launch, wr
 
     hold_at = 5  # after the step-4 checkpoint, mid-way to the next one
     log = tmp_path / "killed.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "LLMTUNE_HOLD_AT_STEP": str(hold_at)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    held = [str(Path(__file__).resolve().parent / "hold_driver.py"), str(hold_at), *train[2:]]  # tests/hold_driver.py
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                             "--master_port", "29545", *train, str(cut)], stdout=subprocess.DEVNULL,
+                             "--master_port", "29545", *held, str(cut)], stdout=subprocess.DEVNULL,
                             stderr=open(log, "w"), env=env, cwd=tmp_path, start_new_session=True)
     deadline = time.monotonic() + 300
     while f"holding after step {hold_at}" not in log.read_text():

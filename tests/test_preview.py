@@ -133,6 +133,8 @@ def test_time_measures_real_steps(cli, tmp_path, monkeypatch):
     t = sft["time"]
     assert t["timed_steps"] == 3 and t["seconds_per_step"] > 0 and t["steps_per_epoch"] == 3  # 21 rows / batch 8
     assert t["seconds_per_epoch"] == pytest.approx(t["seconds_per_step"] * 3, abs=0.11)
+    # The step `train` runs: its speed switches on (LoRA's fused forward, the CPU dropout masks).
+    assert t["speed_features"]["fused_forward"] > 0 and t["speed_features"]["fast_dropout"] > 0, t
     dpo = _preview_json(cli, RECIPES / "dpo-tiny-hh.yaml", "-n", "0", "--time", *LIMIT)
     # reference log-probabilities precomputed (the default): no reference forward in a step
     assert dpo["time"]["seconds_per_step"] > 0 and "reference" not in dpo["time"]["what"]

@@ -2,7 +2,7 @@
 weights, the same logged losses and the same final eval as a run that was never interrupted.
 
 The kill is a real SIGKILL sent by this test to a real `llmtune train` process. The process
-is held (LLMTUNE_HOLD_AT_STEP) at a randomly chosen step after its first checkpoint, in the
+is held (tests/hold_driver.py) at a randomly chosen step after its first checkpoint, in the
 middle of a gradient-accumulation window, so the kill lands where the test says and never
 races the end of the run. The step's seed is printed; LLMTUNE_KILL_SEED=N replays it. Dropout is on, grad_accum > 1, warmup + decay schedule, AdamW.
 """
@@ -35,12 +35,14 @@ def llmtune_command() -> list[str]:
     return [sys.executable, "-c", "from llmtune.cli import main; main()"]
 
 
+HOLD_DRIVER = Path(__file__).resolve().parent / "hold_driver.py"
+
+
 def start_train(recipe: Path, out: Path, log: Path, hold_at: int | None = None, *extra: str) -> subprocess.Popen:
-    env = dict(os.environ)
-    if hold_at is not None:
-        env["LLMTUNE_HOLD_AT_STEP"] = str(hold_at)
-    return subprocess.Popen([*llmtune_command(), "train", str(recipe), "--output", str(out), *extra],
-                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=env)
+    """`llmtune train` in a subprocess; with `hold_at`, held after that step (tests/hold_driver.py)."""
+    command = llmtune_command() if hold_at is None else [sys.executable, str(HOLD_DRIVER), str(hold_at)]
+    return subprocess.Popen([*command, "train", str(recipe), "--output", str(out), *extra],
+                            stdout=subprocess.DEVNULL, stderr=open(log, "w"), env=dict(os.environ))
 
 
 def wait_for_text(proc: subprocess.Popen, log: Path, text: str, timeout: float = 120) -> str:

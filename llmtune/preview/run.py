@@ -80,7 +80,7 @@ def _time(r, method, data, tok, steps: int, reporter) -> dict:
 
     reporter.log(f"timing {steps} optimizer steps (after {timing.WARMUP} warm-up) on the first batches")
     if r.data.task in SUPERVISED:
-        return timing.time_supervised(r, method, data.train_raw, data.summary.get("labels"), tok, steps)
+        return timing.time_supervised(r, method, data.train_raw, data.summary.get("labels"), tok, steps, reporter)
     measured = timing.time_preference(r, method, data.examples, tok, steps)
     if measured is None:
         return {"skipped": "online RL is not timed here: generation dominates its steps; run `llmtune train "

@@ -2,10 +2,11 @@
 estimate the time per epoch. The model is built with real weights and the method applied,
 trained in memory for those steps, then dropped: nothing is saved.
 
-- Supervised methods: the loop's own step (same precision, batches grouped by length as in
-  epoch 0, gradient accumulation).
-- A method with its own fit that trains nothing by backprop (the linear probe embeds once):
-  forward passes only, which is what its training costs.
+- Supervised methods: the loop's own optimizer step (train/stepping.py), set up as `llmtune
+  train` sets it up: precision, speed switches, packing, data order, gradient accumulation,
+  clipping and the non-finite check.
+- A method with its own fit that trains nothing by backprop (the linear probe embeds once;
+  in-context prompting trains nothing): forward passes only.
 - trl-backed preference methods: the policy's forward and backward on chosen and rejected
   (or completion and KL) sequences together, plus the frozen reference's forward when the
   method keeps one. This approximates trl's step (its logging and bookkeeping excluded).
@@ -62,51 +63,59 @@ def _result(seconds: list[float], steps_per_epoch: int, what: str) -> dict:
             "steps_per_epoch": steps_per_epoch, "seconds_per_epoch": round(per_step * steps_per_epoch, 1), **_peak()}
 
 
-def time_supervised(recipe, method, raw: list[dict], labels, tok, steps: int) -> dict:
+def time_supervised(recipe, method, raw: list[dict], labels, tok, steps: int, reporter) -> dict:
+    """The loop's own optimizer step (train/stepping.py): the same set-up, speed switches,
+    packing, data order and update as `llmtune train`, on the first batches of epoch 0."""
+    import torch
+
+    from llmtune.train.loop import Position, accelerator_for
+    from llmtune.train.stepping import OptimizerStep, build_training, training_rows
+
+    t = recipe.train
+    torch.manual_seed(t.seed)
+    accelerator = accelerator_for(t.precision)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    rows = training_rows(raw, recipe, reporter)
+    if method.trains_itself:  # trains by its own means, without backprop: what it costs is forward passes
+        return _time_forward(recipe, method, rows, labels, pad, accelerator, steps)
+    training = build_training(recipe, method, rows, labels, tok, accelerator, reporter)
+    stepper, position = OptimizerStep(training, accelerator, rows, pad, t.max_grad_norm), Position()
+    training.model.train()
+
+    def step(i):
+        plan = training.order.take_step(position, t.grad_accum)
+        for n, idx in enumerate(plan.mine):
+            stepper.micro_batch(idx, plan.loss_items, last=n == len(plan.mine) - 1)
+        if not stepper.apply(i + 1):
+            stepper.discard()
+        stepper.take_loss()
+
+    timed = _result(_time(step, steps), training.order.total_steps(1.0, t.grad_accum),
+                    "optimizer steps of the training loop (its own step, speed switches included)")
+    return {**timed, "speed_features": {**training.speed_features, "nonfinite_check": training.guard.mode}}
+
+
+def _time_forward(recipe, method, rows, labels, pad: int, accelerator, steps: int) -> dict:
     import torch
 
     from llmtune.data.batching import collate, epoch_batches
     from llmtune.models.build import build_task_model
     from llmtune.train.assemble import prepare_for_training
-    from llmtune.train.loop import accelerator_for
-    from llmtune.train.optim import build_optimizer
 
     t = recipe.train
-    torch.manual_seed(t.seed)
     model = build_task_model(recipe, labels)
     prepare_for_training(model, method)
-    accelerator = accelerator_for(t.precision)
-    batches = epoch_batches([len(e["input_ids"]) for e in raw], t.batch_size, t.seed, 0,
+    model = accelerator.prepare(model).eval()
+    batches = epoch_batches([len(e["input_ids"]) for e in rows], t.batch_size, t.seed, 0,
                             group_by_length=t.group_by_length)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
 
-    def batch(i):
+    def forward(i):
         idx = batches[i % len(batches)]
-        return {k: v.to(accelerator.device) for k, v in collate([raw[j] for j in idx], pad).items()}
+        b = {k: v.to(accelerator.device) for k, v in collate([rows[j] for j in idx], pad).items()}
+        with torch.inference_mode(), accelerator.autocast():
+            model(b["input_ids"], b["attention_mask"])
 
-    if method.trains_itself:  # trains by its own means: what it costs is forward passes
-        model = accelerator.prepare(model).eval()
-
-        def forward(i):
-            with torch.inference_mode(), accelerator.autocast():
-                b = batch(i)
-                model(b["input_ids"], b["attention_mask"])
-
-        return _result(_time(forward, steps), len(batches), "forward passes (the method embeds the data once)")
-    optimizer = build_optimizer(model, t.lr, t.weight_decay)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    model.train()
-
-    def step(i):
-        for k in range(t.grad_accum):
-            b = batch(i * t.grad_accum + k)
-            with accelerator.autocast():
-                loss, _ = model(b["input_ids"], b["attention_mask"], b["labels"])
-            accelerator.backward(loss / t.grad_accum)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return _result(_time(step, steps), math.ceil(len(batches) / t.grad_accum), "optimizer steps of the training loop")
+    return _result(_time(forward, steps), len(batches), "forward passes (the method trains without backprop)")
 
 
 def time_preference(recipe, method, examples, tok, steps: int) -> dict | None:
