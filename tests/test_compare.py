@@ -237,7 +237,7 @@ def test_eval_identity_is_the_rows_content_not_the_model(write_recipe, tmp_path)
     trained = load_recipe(write_recipe({"model": {"name": "minilm"}, "data": data, "method": {"name": "lora"},
                                         "eval": {"limit": 50}}, "a.yaml"))
     prompted = load_recipe(write_recipe({"model": {"name": "tiny-llama"}, "data": {**data, "max_length": 512},
-                                         "method": {"name": "lora"}, "eval": {"limit": 50, "shots": 4}}, "b.yaml"))
+                                         "method": {"name": "in-context"}, "eval": {"limit": 50, "shots": 4}}, "b.yaml"))
     a, b = eval_identity(trained.recipe), eval_identity(prompted.recipe)
     assert a == b and a["rows"] == 50 and a["labels"] == ["negative", "positive"] and a["metric"] == "accuracy"
     assert eval_identity(trained.recipe, limit=40)["fingerprint"] != a["fingerprint"]

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import DATA, tiny_sst2
 from run_fixtures import png_size
 
@@ -72,11 +73,11 @@ def recorded_runs(monkeypatch):
 
     real, calls = run_module.run_recipe, []
 
-    def wrapped(loaded, reporter, *, output=None, resume=False, overwrite=False):
+    def wrapped(loaded, reporter, *, output=None, resume=False, overwrite=False, store_demos=None):
         calls.append((loaded.path.stem, loaded.recipe.train.seed, resume, overwrite))
         if loaded.path.stem == "diverge":
             raise TrainingDiverged("training diverged: non-finite loss nan at step 2")
-        return real(loaded, reporter, output=output, resume=resume, overwrite=overwrite)
+        return real(loaded, reporter, output=output, resume=resume, overwrite=overwrite, store_demos=store_demos)
 
     monkeypatch.setattr(run_module, "run_recipe", wrapped)
     return calls
@@ -85,7 +86,7 @@ def recorded_runs(monkeypatch):
 def test_compare_recipes_runs_reuses_and_keeps_failures(cli, write_recipe, tmp_path, recorded_runs):
     head = write_recipe(_classifier(tmp_path, "frozen-head", train={"max_steps": 2, "batch_size": 8,
                                                                       "lr": 1e-2, "save_every": 1}), "head.yaml")
-    icl = _classifier(tmp_path, "lora", eval={"shots": 2, "verbalizers": {"negative": "bad", "positive": "good"}})
+    icl = _classifier(tmp_path, "in-context", eval={"shots": 2, "verbalizers": {"negative": "bad", "positive": "good"}})
     icl["model"] = {"name": "tiny-llama"}
     icl = write_recipe(icl, "icl.yaml")
     broken = _classifier(tmp_path, "full")
@@ -110,13 +111,18 @@ def test_compare_recipes_runs_reuses_and_keeps_failures(cli, write_recipe, tmp_p
     assert by["icl"]["method"] == "in-context" and by["icl"]["trainable_parameters"] == 0
     assert by["icl"]["seconds_per_query"]["mean"] > 0 and by["head"]["n"] == 2
     assert by["head"]["pareto"] and doc["baseline"] == "head"
-    # Run directories: OUT/runs/<stem>-seed<N>; the in-context one written by compare itself.
+    # Run directories: OUT/runs/<stem>-seed<N>; the in-context one written by the same session
+    # as every run (compare writes none), seeded through eval.seed too.
     icl_dir = out / "runs" / "icl-seed1"
     manifest = json.loads((icl_dir / "manifest.json").read_text())
-    assert manifest["seed"] == 1 and manifest["status"] == "finished" and (icl_dir / "eval.json").exists()
+    assert manifest["seed"] == 1 and manifest["status"] == "finished" and manifest["steps"] == 0
+    assert manifest["prompting"]["shots"] == 2 and manifest["eval_identity"]["metric"] == "accuracy"
+    assert json.loads((icl_dir / "final" / "llmtune.json").read_text())["method"] == "in-context"
+    assert yaml.safe_load((icl_dir / "recipe.yaml").read_text())["eval"]["seed"] == 1
     head_hash = json.loads((out / "runs" / "head-seed0" / "manifest.json").read_text())["recipe_hash"]
     trained = [c for c in recorded_runs if c[0] == "head"]
     assert trained == [("head", 0, False, False), ("head", 1, False, False)]
+    assert [c for c in recorded_runs if c[0] == "icl"] == [("icl", 0, False, False), ("icl", 1, False, False)]
 
     # Again: finished runs are reused; a run marked stopped is resumed; failures run again.
     m1 = out / "runs" / "head-seed1" / "manifest.json"

@@ -89,7 +89,7 @@ def test_prompting_errors_are_user_errors(cli, write_recipe, tmp_path):
     encoder = write_recipe({
         "model": {"name": "tiny-bert"},
         "data": {"task": "classification", "train": "t.tsv", "columns": {"text": "sentence"}, "eval_fraction": 0},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"shots": 0},
     }, name="encoder.yaml")
     res = cli("eval", encoder)
@@ -106,7 +106,7 @@ def test_prompting_errors_are_user_errors(cli, write_recipe, tmp_path):
     big_k = write_recipe({
         "model": {"name": "tiny-llama"},
         "data": {"task": "classification", "train": "t.tsv", "eval": "t.tsv", "columns": {"text": "sentence"}},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"shots": 5},
     }, name="k.yaml")
     res = cli("eval", big_k)
@@ -114,7 +114,7 @@ def test_prompting_errors_are_user_errors(cli, write_recipe, tmp_path):
     bad_word = write_recipe({
         "model": {"name": "tiny-llama"},
         "data": {"task": "classification", "train": "t.tsv", "eval": "t.tsv", "columns": {"text": "sentence"}},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"verbalizers": {"1": "good"}},
     }, name="v.yaml")
     res = cli("eval", bad_word)

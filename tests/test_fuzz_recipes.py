@@ -114,9 +114,9 @@ def _exists(d, path) -> bool:
 def _field_table(recipe: dict):
     """Every field of the recipe's sections and of its method, with its type."""
     from llmtune.methods.registry import all_methods
-    from llmtune.recipe.schema import _RecipeBase
+    from llmtune.recipe.schema import RecipeBase
 
-    table = leaves(_RecipeBase)
+    table = leaves(RecipeBase)
     name = recipe["method"].get("name") if isinstance(recipe.get("method"), dict) else None
     method = all_methods().get(name) if isinstance(name, str) else None
     if method is not None:

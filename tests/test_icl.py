@@ -85,7 +85,7 @@ def test_over_long_prompts_drop_the_lowest_ranked_demos_first():
 def test_nearest_selection_picks_the_topical_neighbours(monkeypatch):
     import torch
 
-    from llmtune.evaluate import sentence_encoder
+    from llmtune.models import text_embeddings
 
     topics = {
         "cats": ["The cat curled up and purred on the sofa.", "My kitten chases a ball of yarn all day."],
@@ -99,17 +99,16 @@ def test_nearest_selection_picks_the_topical_neighbours(monkeypatch):
                _row("Bake the cake in a hot oven for forty minutes.", "cooking", 2),
                _row("Investors sold shares as bond yields rose.", "finance", 3),
                _row("The striker scored a goal in the final minute.", "football", 4)]  # in the pool
-    kw = {"batch_size": 3, "max_length": 64, "device": torch.device("cpu")}
+    kw = {"batch_size": 3, "max_length": 64}
     texts = [[p.key for p in pool], [q.key for q in queries]]
-    pv, qv = sentence_encoder.cached_embeddings("minilm", texts, **kw)
+    pv, qv = text_embeddings.cached_text_embeddings("minilm", texts, **kw)
     assert torch.allclose(pv.norm(dim=1), torch.ones(len(pool)), atol=1e-5)
     # Batched and sorted by length, yet each row is its text's own embedding.
-    alone = sentence_encoder.embed_texts(*sentence_encoder.load_encoder("minilm", kw["device"]), [pool[5].key],
-                                         batch_size=1, max_length=64, device=kw["device"])
-    assert torch.allclose(alone[0], pv[5], atol=1e-5)
+    alone = text_embeddings.load_text_encoder("minilm", batch_size=1, max_length=64).embed([pool[5].key])
+    assert torch.allclose(torch.from_numpy(alone[0]), pv[5], atol=1e-5)
     # A second evaluation reads the embeddings from the cache and loads no encoder.
-    monkeypatch.setattr(sentence_encoder, "load_encoder", lambda *a: pytest.fail("re-embedded"))
-    pv2, qv2 = sentence_encoder.cached_embeddings("minilm", texts, **kw)
+    monkeypatch.setattr(text_embeddings, "load_text_encoder", lambda *a, **k: pytest.fail("re-embedded"))
+    pv2, qv2 = text_embeddings.cached_text_embeddings("minilm", texts, **kw)
     assert torch.equal(pv, pv2) and torch.equal(qv, qv2)
     ranked = icl.select_nearest(qv, pv, queries, pool, k=2)
     for q, r in zip(queries[:4], ranked[:4]):
@@ -210,7 +209,7 @@ def test_label_scoring_picks_the_word_the_model_was_trained_to_say(tmp_path, cli
     recipe = write_recipe({
         "model": {"name": str(model_dir)},
         "data": {"task": "classification", "train": "rows.jsonl", "eval": "rows.jsonl", "labels": ["a", "b"]},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"shots": 0, "verbalizers": {"a": "red", "b": "blue"}, "templates": ["Text: {{ text }}\nLabel:"]},
     })
     res = cli("eval", recipe, "--json")
@@ -238,7 +237,7 @@ def test_cli_reports_shortened_prompts(tmp_path, cli, write_recipe):
         "model": {"name": "tiny-llama"},
         "data": {"task": "classification", "train": "train.jsonl", "eval": "dev.jsonl",
                  "columns": {"text": "sentence"}},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"shots": 3},
     }
     roomy = cli("eval", write_recipe(base), "--json", "--set", "eval.max_length=400")
@@ -264,7 +263,7 @@ def test_cli_nearest_demos_are_the_topical_neighbours(tmp_path, cli, write_recip
     recipe = write_recipe({
         "model": {"name": "tiny-llama"},
         "data": {"task": "classification", "train": "pool.jsonl", "eval": "dev.jsonl"},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"shots": 1, "selection": "nearest", "templates": ["{{ text }} Topic:"]},
     })
     res = cli("eval", recipe, "--json")

@@ -180,7 +180,7 @@ def test_icl_demonstrations_come_from_the_store(tmp_path, cli, write_recipe):
     recipe = write_recipe({
         "model": {"name": "tiny-llama"},
         "data": {"task": "classification", "train": "pool.jsonl", "eval": "dev.jsonl"},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"shots": 2, "selection": "store", "store": "demos.db", "templates": ["{{ text }} Topic:"]},
     })
     res = cli("eval", recipe, "--json")

@@ -2,7 +2,7 @@
 
 The methods come from the registry, not from a list kept here: a newly registered method
 is tested automatically (methods whose `tasks` exclude a scenario's task, such as
-preference/RL methods, are skipped for that scenario). For each pair: the loss on a fixed
+preference/RL methods, are skipped for that scenario, and so are methods that train nothing). For each pair: the loss on a fixed
 small batch falls clearly under AdamW, the trainable-parameter count is sane, and saving
 then loading onto a fresh base model gives identical outputs.
 """
@@ -57,7 +57,7 @@ def _cases():
     cases = []
     for scenario, (_, task, *_rest) in SCENARIOS.items():
         for name, method in sorted(all_methods().items()):
-            if task not in method.tasks:
+            if task not in method.tasks or not method.trains:
                 continue
             for variant, opts in VARIANTS.get(name, {"": {}}).items():
                 case_id = f"{name}{'-' + variant if variant else ''}-{scenario}"

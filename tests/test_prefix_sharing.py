@@ -135,7 +135,7 @@ def test_cli_shared_and_plain_paths_agree_and_say_what_was_shared(tmp_path, cli,
         "model": {"name": "tiny-llama"},
         "data": {"task": "classification", "train": "train.jsonl", "eval": "dev.jsonl",
                  "columns": {"text": "sentence"}},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"shots": 3, "demo_sets": 2, "batch_size": 4},
     })
     out = {}
@@ -155,7 +155,7 @@ def test_demo_sets_with_nearest_selection_is_a_recipe_error(cli, write_recipe, t
     recipe = write_recipe({
         "model": {"name": "tiny-llama"},
         "data": {"task": "classification", "train": "t.jsonl"},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"shots": 2, "selection": "nearest", "demo_sets": 4},
     })
     res = cli("validate", recipe)

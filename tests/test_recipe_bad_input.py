@@ -107,7 +107,7 @@ def test_a_folder_is_not_a_data_file(recipe, tmp_path):
 ])
 def test_templates_the_sandbox_refuses_are_refused_at_validate(recipe, template, needle):
     path = recipe()
-    overrides = [f"eval.templates=[\"{template}\"]", "eval.shots=0"]
+    overrides = [f"eval.templates=[\"{template}\"]", "eval.shots=0", "method={name: in-context}"]
     if needle is None:
         load_recipe(path, overrides)
         return

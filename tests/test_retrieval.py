@@ -203,13 +203,11 @@ def test_contrastive_full_trains_saves_and_scores_the_same_loaded_back(tmp_path,
     vectors = np.load(tmp_path / "vecs.npy")
     assert vectors.shape == (12, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
     # eval.encoder: RUN (in-context learning's nearest demonstrations) embeds as `llmtune embed RUN` does.
-    import torch
 
-    from llmtune.evaluate.sentence_encoder import embed_texts, load_encoder
+    from llmtune.models.text_embeddings import load_text_encoder
 
     texts = [json.loads(line)["text"] for line in (collection / "documents.jsonl").read_text().splitlines()]
-    tok, body = load_encoder(str(tmp_path / "run"), torch.device("cpu"))
-    icl = embed_texts(tok, body, texts, batch_size=4, max_length=64, device=torch.device("cpu")).numpy()
+    icl = load_text_encoder(str(tmp_path / "run"), batch_size=4, max_length=64).embed(texts)
     assert np.allclose(icl, vectors, atol=1e-5)
 
 
@@ -224,14 +222,12 @@ def test_contrastive_lora_trains_adapters_only_and_compare_ranks_the_runs(tmp_pa
     assert _eval(cli, tmp_path / "lora")["ndcg@10"] == pytest.approx(manifest["final_eval"]["ndcg@10"])
     # Loaded without the method (the adapter onto its base, merged), it embeds as `llmtune embed` does.
     import numpy as np
-    import torch
 
-    from llmtune.evaluate.sentence_encoder import embed_texts, load_encoder
+    from llmtune.models.text_embeddings import load_text_encoder
 
     assert cli("embed", tmp_path / "lora", collection / "queries.jsonl", "--out", tmp_path / "q.npy").code == 0
-    tok, body = load_encoder(str(tmp_path / "lora"), torch.device("cpu"))
     texts = [json.loads(line)["text"] for line in (collection / "queries.jsonl").read_text().splitlines()]
-    icl = embed_texts(tok, body, texts, batch_size=4, max_length=64, device=torch.device("cpu")).numpy()
+    icl = load_text_encoder(str(tmp_path / "lora"), batch_size=4, max_length=64).embed(texts)
     assert np.allclose(icl, np.load(tmp_path / "q.npy"), atol=1e-5)
     full = write_recipe(tmp_path, collection, train={"max_steps": 5})
     assert cli("train", full, "--output", tmp_path / "full").code == 0

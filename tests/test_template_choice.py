@@ -64,7 +64,7 @@ def test_cli_states_both_splits_and_flags_the_optimistic_case(tmp_path, cli, wri
         "model": {"name": "tiny-llama"},
         "data": {"task": "classification", "train": "rows.jsonl", "eval": "rows.jsonl",
                  "columns": {"text": "text", "label": "y"}},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"verbalizers": {"a": "red", "b": "blue"}, "templates": ["{{ text }} Colour:", "Say: {{ text }}"]},
     }
     res = cli("eval", write_recipe(base), "--json")

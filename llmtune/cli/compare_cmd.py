@@ -93,7 +93,6 @@ def _check_baseline(baseline: str | None, planned) -> None:
     if baseline is None:
         return
     known = {p.name for p in planned} | {p.loaded.recipe.method.name for p in planned if p.loaded}
-    known |= {"in-context"} if any(p.in_context for p in planned) else set()
     if baseline not in known:
         raise UserError(f"--baseline {baseline}: no recipe or method by that name; recipes: "
                         f"{', '.join(sorted({p.name for p in planned}))}")

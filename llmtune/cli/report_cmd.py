@@ -18,7 +18,7 @@ def report(
     plots of training loss, learning rate and eval metrics against step."""
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter
-    from llmtune.report.compare import write_atomic
+    from llmtune.atomic import write_text
     from llmtune.report.plots import run_plots
     from llmtune.report.run_record import read_run
     from llmtune.report.summary import markdown, run_summary
@@ -29,7 +29,7 @@ def report(
     summary = run_summary(rec)
     plots = run_plots(rec.metric_records(), folder)
     text = markdown(summary, plots)
-    write_atomic(folder / "report.md", text)
+    write_text(folder / "report.md", text)
     files = {"markdown": str(folder / "report.md"), **plots}
     if json_out:
         emit_json({**summary, "files": files})

@@ -20,6 +20,7 @@ def train(
     """Train the model a recipe describes; writes checkpoints, metrics and final/ to the run directory."""
     from llmtune.cli.common import emit_json
     from llmtune.console import Reporter, quiet_third_party
+    from llmtune.index.demos import select_from_store  # pymilvus loads only if a recipe selects from a store
     from llmtune.recipe import load_recipe
     from llmtune.train.distributed import is_main_process
     from llmtune.train.session import run_recipe
@@ -30,7 +31,8 @@ def train(
     main = is_main_process()
     reporter = Reporter(json_mode=json_out, quiet=not main)  # one process speaks under torchrun
     quiet_third_party(reporter.interactive)
-    result = run_recipe(loaded, reporter, output=output, resume=resume, overwrite=overwrite)
+    result = run_recipe(loaded, reporter, output=output, resume=resume, overwrite=overwrite,
+                        store_demos=select_from_store)
     if not main:
         return
     if json_out:

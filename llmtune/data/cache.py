@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from llmtune import atomic
 from llmtune.cache_root import cache_root
 
 CACHE_VERSION = 3  # bump when the encoding code changes what it produces (3: Arrow files)
@@ -118,14 +119,8 @@ class CacheWriter:
         if not self.ok:
             return
         path = cache_dir() / f"{self.key}.json"
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps({"summary": summary, "train": self.counts.get("train", 0),
-                                       "eval": self.counts.get("eval", 0)}))
-            os.replace(tmp, path)  # atomic: readers see the old entry or the new one, never half
+        try:  # readers see the old entry or the new one, never half
+            atomic.write_text(path, json.dumps({"summary": summary, "train": self.counts.get("train", 0),
+                                                "eval": self.counts.get("eval", 0)}))
         except OSError:
             self.ok = False
-            try:
-                tmp.unlink()
-            except OSError:
-                pass

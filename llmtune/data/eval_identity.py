@@ -8,13 +8,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 
-PRIMARY_METRIC = {"classification": "accuracy", "causal_lm": "loss", "sft": "loss", "retrieval": "ndcg@10"}
+PRIMARY_METRICS = {"classification": ("accuracy",), "causal_lm": ("loss",), "sft": ("loss", "f1"),
+                   "retrieval": ("ndcg@10",)}
+"""Per task, the metric runs are ranked by, first found wins: a prompted sft evaluation
+generates answers (token F1) and computes no loss."""
+OTHER_TASKS = ("accuracy", "rewards/accuracies", "mean_reward", "loss")
+"""The same for preference/RL tasks (a reward model's accuracy, trl's reward accuracy, an RL
+run's mean reward), and for records that name no task."""
 LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
 
 
-def primary_metric(task: str) -> str:
-    return PRIMARY_METRIC.get(task, "loss")
+def primary_metric(task: str | None, metrics: Collection[str] | None = None) -> str:
+    """The one policy for which metric a run is ranked by: the first of its task's list that
+    `metrics` (a final evaluation) holds; without metrics, or with none of them, the task's
+    first (`loss` for other tasks)."""
+    candidates = PRIMARY_METRICS.get(task or "", OTHER_TASKS)
+    found = next((m for m in candidates if metrics and m in metrics), None)
+    return found or (candidates[0] if task in PRIMARY_METRICS else "loss")
 
 
 def higher_is_better(metric: str) -> bool:

@@ -53,7 +53,7 @@ def evaluate_prompted(body, tok, recipe, limit: int | None, reporter, device, st
         raise UserError("eval.shots > 0 and eval.templates need alpaca-style rows (instruction/output); "
                         "chat rows are prompted with the tokenizer's chat template, zero-shot only")
     pool = icl.dedupe_pool(to_prompt_rows(pool_rows, d, labels, words)) if k else []
-    ranked = _select(queries, pool, k, e, device, reporter, store_demos)
+    ranked = _select(queries, pool, k, e, reporter, store_demos)
     templates = compile_templates(e.templates) if e.templates else [default_template(d)]
     answer_sep = e.answer_separator if e.answer_separator is not None else (
         " " if d.task == "classification" else "")
@@ -101,7 +101,7 @@ def _alpaca_through_chat(d, tok, text_prompts: bool, reporter) -> bool:
     return True
 
 
-def _select(queries, pool, k, e, device, reporter, store_demos) -> list[list[int]]:
+def _select(queries, pool, k, e, reporter, store_demos) -> list[list[int]]:
     if k == 0:
         return [[] for _ in queries]
     if e.selection == "random":
@@ -110,10 +110,11 @@ def _select(queries, pool, k, e, device, reporter, store_demos) -> list[list[int
         if store_demos is None:
             raise UserError("eval.selection: store needs the index (run it through `llmtune eval`)")
         return store_demos(queries, pool, k, e.store, reporter)
-    from llmtune.evaluate.sentence_encoder import cached_embeddings
+    from llmtune.models.text_embeddings import cached_text_embeddings
 
-    kw = {"batch_size": e.batch_size, "max_length": e.encoder_max_length, "device": device, "reporter": reporter}
-    pool_vecs, query_vecs = cached_embeddings(e.encoder, [[p.key for p in pool], [q.key for q in queries]], **kw)
+    kw = {"batch_size": e.batch_size, "max_length": e.encoder_max_length, "reporter": reporter}
+    pool_vecs, query_vecs = cached_text_embeddings(e.encoder, [[p.key for p in pool], [q.key for q in queries]],
+                                                   **kw)
     return icl.select_nearest(query_vecs, pool_vecs, queries, pool, k)
 
 

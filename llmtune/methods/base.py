@@ -50,6 +50,9 @@ class Method:
     """Whether `merge` folds what it trained into plain base weights."""
     trains_itself: ClassVar[bool] = False
     """True for methods that implement `fit` (the run's loop is not used)."""
+    trains: ClassVar[bool] = True
+    """False for a method that trains nothing (in-context: the base model answers from
+    prompts); its run records an evaluation, and `llmtune export` has nothing to export."""
     model_kind: ClassVar[Literal["task", "policy", "reward"]] = "task"
     """What training builds: `task`, llmtune's TaskModel (the body and the task's head,
     assembled by the run); `policy`, a causal LM the method loads itself (`load_model`) and

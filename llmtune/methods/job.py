@@ -24,6 +24,10 @@ class Job(Protocol):
     """Continue from the newest checkpoint in `checkpoints` (if there is one)."""
     interactive: bool
     """Whether a person watches (a terminal): progress bars may be drawn."""
+    store_demos: Callable[..., list[list[int]]] | None
+    """How `eval.selection: store` picks demonstrations (llmtune.index.demos.select_from_store,
+    handed down by the command, since the index sits above training); None where no command
+    handed one, and store selection is then refused with what to run instead."""
 
     def begin(self, manifest: dict, resumed_step: int = 0) -> None:
         """Training is about to start: record what the run is (data, tokenizer, parameters),

@@ -10,12 +10,12 @@ Entries are plain .npy files under $LLMTUNE_CACHE/features/.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
-from llmtune.data.cache import cache_key
+from llmtune.atomic import replacing
 from llmtune.cache_root import cache_root
+from llmtune.data.cache import cache_key
 
 CACHE_VERSION = 1  # bump when the embedding code changes what it produces
 
@@ -65,7 +65,6 @@ def cached_features(key: str, rows: int, compute: Callable[[], "object"]):
             pass
     array = np.ascontiguousarray(compute(), dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)  # atomic: readers see the old entry or the new one, never half
+    with replacing(path) as tmp, open(tmp, "wb") as fh:  # readers see the old entry or the new one
+        np.save(fh, array)
     return array, False

@@ -5,10 +5,10 @@ a known method does not need it (schema.recipe_model)."""
 
 from __future__ import annotations
 
-from llmtune.recipe.schema import _RecipeBase, method_union
+from llmtune.recipe.schema import RecipeBase, method_union
 
 
-class Recipe(_RecipeBase):
+class Recipe(RecipeBase):
     method: method_union()  # type: ignore[valid-type]
     """How the model is finetuned: `method.name` picks one of `llmtune methods`, the
     other keys are that method's options."""

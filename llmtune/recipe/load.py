@@ -16,8 +16,8 @@ from llmtune.methods import parent_run
 from llmtune.models.run_source import is_run_dir, register_merger
 from llmtune.recipe.local_paths import (DATA_SOURCES, RETRIEVAL_FILES, Problem, data_file_problems,
                                         model_folder_problems, resolve_data_path)
-from llmtune.recipe.migrations import old_form_problems
-from llmtune.recipe.schema import _RecipeBase
+from llmtune.recipe.migrations import old_form_problems, prompted_classifier_problems
+from llmtune.recipe.schema import RecipeBase
 from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_lines
 
 # A finished run named as `model.name` loads as its base with what it trained merged in; the
@@ -32,7 +32,7 @@ recipe), refused before the pure-Python YAML parser spends minutes and memory on
 
 @dataclass
 class LoadedRecipe:
-    recipe: _RecipeBase
+    recipe: RecipeBase
     """The validated recipe (a `Recipe`), every path in it absolute (resolved against the recipe's folder)."""
     path: Path | None
     """The recipe file (None for a recipe built in code)."""
@@ -127,7 +127,7 @@ def recipe_from_dict(
 
 
 @functools.cache
-def recipe_model(method: str | None = None) -> type[_RecipeBase]:
+def recipe_model(method: str | None = None) -> type[RecipeBase]:
     """The model a recipe validates against, for a recipe whose `method.name` is `method`.
 
     For a registered method's name, the `method` section is that method's options alone,
@@ -143,7 +143,7 @@ def recipe_model(method: str | None = None) -> type[_RecipeBase]:
         from llmtune.recipe.full_schema import Recipe
 
         return Recipe
-    return create_model("Recipe", __base__=_RecipeBase, __module__="llmtune.recipe.schema",
+    return create_model("Recipe", __base__=RecipeBase, __module__="llmtune.recipe.schema",
                         method=(found.Config, ...))
 
 
@@ -288,7 +288,7 @@ def _inner_model(annotation: Any):
     return None
 
 
-def resolve_paths(recipe: _RecipeBase, base_dir: Path) -> _RecipeBase:
+def resolve_paths(recipe: RecipeBase, base_dir: Path) -> RecipeBase:
     """The recipe with every path it names made absolute, once: data files against the
     recipe's folder, and whatever paths the method's options hold (its `resolve_paths`).
     Later stages never see a relative path, nor need to know where the recipe was."""
@@ -315,7 +315,7 @@ def resolve_paths(recipe: _RecipeBase, base_dir: Path) -> _RecipeBase:
     return recipe.model_copy(update=sections)
 
 
-def _cross_checks(recipe: _RecipeBase) -> list[Problem]:
+def _cross_checks(recipe: RecipeBase) -> list[Problem]:
     from llmtune.methods.registry import get_method
 
     problems: list[Problem] = []
@@ -324,4 +324,4 @@ def _cross_checks(recipe: _RecipeBase) -> list[Problem]:
         problems.append((("method", "name"),
                          f"method {recipe.method.name!r} does not train task {recipe.data.task!r} (data.task); "
                          f"it trains: {', '.join(sorted(method.tasks))}"))
-    return problems
+    return problems + prompted_classifier_problems(recipe, method(recipe.method))

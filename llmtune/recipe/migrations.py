@@ -3,7 +3,13 @@ instead, never read another way in silence; each entry says when and why it chan
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from llmtune.recipe.local_paths import Problem
+
+if TYPE_CHECKING:
+    from llmtune.methods.base import Method
+    from llmtune.recipe.schema import RecipeBase
 
 RENAMED = {
     ("train", "fused_lora"): (("train", "fused_forward"),
@@ -25,3 +31,19 @@ def old_form_problems(raw: dict) -> list[Problem]:
 
 def _yaml(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def prompted_classifier_problems(recipe: RecipeBase, method: Method) -> list[Problem]:
+    """A classification recipe that prompts (eval.shots, eval.templates, eval.verbalizers) but
+    names a method that trains a classifier head, which no prompt can score. Until issue 27 a
+    prompted recipe named a training method it never used (`method: {name: lora}  # not
+    used`); now it says what it does: `method: {name: in-context}`."""
+    task = recipe.data.task
+    if task != "classification" or not recipe.eval.prompting or method.result_kind(task) != "classifier":
+        return []
+    name = recipe.method.name
+    return [(("method", "name"),
+             f"eval.shots/eval.templates/eval.verbalizers score a causal LM by prompting, but method {name!r} "
+             f"trains a classification head, which prompts cannot score. To prompt with nothing trained (what a "
+             f"prompted recipe with an unused method meant before), write `method: {{name: in-context}}`; to "
+             f"train {name!r}, remove the prompting keys from `eval`")]

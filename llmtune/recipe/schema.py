@@ -505,7 +505,10 @@ def method_union():
     return Annotated[Union[configs], Field(discriminator="name")]  # type: ignore[valid-type]
 
 
-class _RecipeBase(Section):
+class RecipeBase(Section):
+    """A validated recipe: its sections, and `method` (added by recipe/load.recipe_model as the
+    options of the method the recipe names, a `MethodConfig`). What every stage receives."""
+
     model: ModelSection
     data: DataSection
     train: TrainSection = TrainSection()

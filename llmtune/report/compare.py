@@ -4,9 +4,9 @@ write it (markdown, CSV, JSON) and its plots."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from llmtune.atomic import write_text
 from llmtune.errors import UserError
 from llmtune.report.eval_identity import check_same_eval
 from llmtune.report.table import build_table
@@ -51,10 +51,13 @@ def compare_records(records, *, names: dict | None = None, baseline: str | None 
 
 def _metric(sets: dict, ranked) -> str:
     """The primary metric the runs' eval_identity names; without one (older runs, --force),
-    accuracy when the final evaluations have it, else loss."""
+    the one policy's choice (data/eval_identity.primary_metric) over what they recorded."""
+    from llmtune.data.eval_identity import primary_metric
+
     for identity in sets.values():
         return identity["metric"]
-    return "accuracy" if any("accuracy" in rec.final_eval for rec in ranked) else "loss"
+    recorded = {key for rec in ranked for key in rec.final_eval}
+    return primary_metric(None, recorded)
 
 
 def write_outputs(table: dict, records, out: Path) -> dict[str, str]:
@@ -68,13 +71,7 @@ def write_outputs(table: dict, records, out: Path) -> dict[str, str]:
               for row in table["rows"] if row["ranked"]}
     files = {"markdown": str(out / "table.md"), "csv": str(out / "table.csv"), "json": str(out / "table.json")}
     files.update(compare_plots(table, curves, out))
-    write_atomic(out / "table.md", markdown(table))
-    write_atomic(out / "table.csv", csv_text(table))
-    write_atomic(out / "table.json", json.dumps({**table, "files": files}, indent=2, default=str) + "\n")
+    write_text(out / "table.md", markdown(table))
+    write_text(out / "table.csv", csv_text(table))
+    write_text(out / "table.json", json.dumps({**table, "files": files}, indent=2, default=str) + "\n")
     return files
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -7,16 +7,15 @@ applied); resumed when it stopped part way (status running or stopped) with the 
 run again from scratch (--overwrite) when it failed, diverged, has another hash or records
 none. The recipes' own output.dir is not used.
 
-Seeds: `train.seed=N` for a recipe that trains. A prompted classification recipe (eval.shots,
-eval.templates or eval.verbalizers set: in-context learning, nothing to train) is evaluated
-instead, with `eval.seed=N`; compare writes its directory itself: recipe.yaml, eval.json and
-a manifest.json with the same keys as a trained run (method `in-context`, 0 trainable
-parameters, train_seconds 0, artifact_bytes 0, eval_seconds for the per-query cost).
+Seeds: `train.seed=N` and `eval.seed=N` (the draw of random demonstrations and of the
+template-selection rows, which is all the randomness an `in-context` recipe has).
+
+Every recipe runs through `train.session.run_recipe`, prompted (`method: in-context`) ones
+included: compare only plans, runs and reads run directories; it writes none itself.
 """
 
 from __future__ import annotations
 
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,6 @@ from pathlib import Path
 from llmtune.errors import TrainingDiverged, UserError
 from llmtune.report.memory import reset_peak_memory
 from llmtune.report.run_record import RunRecord, read_run
-
-IN_CONTEXT = "in-context"
 
 
 @dataclass
@@ -40,15 +37,6 @@ class Planned:
     @property
     def name(self) -> str:
         return self.recipe.stem
-
-    @property
-    def in_context(self) -> bool:
-        return self.loaded is not None and is_in_context(self.loaded.recipe)
-
-
-def is_in_context(recipe) -> bool:
-    """A prompted classification recipe: `llmtune eval` scores it by prompting; nothing trains."""
-    return recipe.eval.prompting and recipe.data.task == "classification"
 
 
 def run_dir_for(out: Path, recipe: Path, seed: int) -> Path:
@@ -65,11 +53,8 @@ def plan(recipes: list[Path], seeds: list[int], overrides: list[str], out: Path)
         for seed in seeds:
             p = Planned(recipe=recipe, seed=seed, run_dir=run_dir_for(out, recipe, seed))
             try:
-                p.overrides = [*overrides, f"train.seed={seed}"]
+                p.overrides = [*overrides, f"train.seed={seed}", f"eval.seed={seed}"]
                 p.loaded = load_recipe(recipe, p.overrides)
-                if is_in_context(p.loaded.recipe):
-                    p.overrides = [*overrides, f"eval.seed={seed}"]
-                    p.loaded = load_recipe(recipe, p.overrides)
             except UserError as exc:
                 p.loaded, p.load_error = None, exc.render()
             planned.append(p)
@@ -106,7 +91,7 @@ def decide(p: Planned) -> tuple[str, str]:
         return "overwrite", f"{why}; running it again"
     if rec.complete:
         return "reuse", "finished earlier with the same recipe"
-    if rec.unfinished and not p.in_context:
+    if rec.unfinished:
         return "resume", f"{rec.status}: continuing it"
     return "overwrite", f"{rec.status} earlier; running it again"
 
@@ -135,16 +120,14 @@ def run_all(planned: list[Planned], reporter) -> list[RunRecord]:
 
 def execute(p: Planned, action: str, reporter) -> RunRecord:
     """Run (or evaluate) one planned pair; an error becomes the record's status, never an exit."""
+    from llmtune.index.demos import select_from_store
     from llmtune.train.session import run_recipe
 
     reset_peak_memory()
     status = error = None
     try:
-        if p.in_context:
-            evaluate_in_context(p, reporter, overwrite=action == "overwrite")
-        else:
-            run_recipe(p.loaded, reporter, output=p.run_dir, resume=action == "resume",
-                       overwrite=action == "overwrite")
+        run_recipe(p.loaded, reporter, output=p.run_dir, resume=action == "resume",
+                   overwrite=action == "overwrite", store_demos=select_from_store)
     except TrainingDiverged as exc:
         status, error = "diverged", str(exc)
     except UserError as exc:
@@ -163,49 +146,3 @@ def execute(p: Planned, action: str, reporter) -> RunRecord:
         rec.status_override = recorded if recorded in ("failed", "diverged") else status
         rec.error_override = None if rec.manifest.get("error") else error
     return rec
-
-
-def evaluate_in_context(p: Planned, reporter, overwrite: bool) -> None:
-    """Score a prompted recipe and write its run directory (recipe.yaml, eval.json, manifest.json)."""
-    from llmtune.index.demos import select_from_store
-    from llmtune.runs.evaluate import evaluate_target
-    from llmtune.evaluate.supervised import headline
-    from llmtune.data.eval_identity import eval_identity
-    from llmtune.train.manifest import build_manifest, peak_memory_mb, recipe_hash, write_manifest
-    from llmtune.train.run_dir import open_run_dir, write_resolved_recipe
-
-    r = p.loaded.recipe
-    run = open_run_dir(p.run_dir, resume=False, overwrite=overwrite)
-    write_resolved_recipe(run, r)
-    manifest = build_manifest(p.loaded.path, r.eval.seed, {
-        "status": "running", "error": None, "method": IN_CONTEXT, "task": r.data.task, "model": r.model.name,
-        "recipe_hash": recipe_hash(r), "trainable_parameters": 0, "total_parameters": None,
-        "trainable_percent": 0.0, "train_seconds": 0.0, "train_tokens": 0, "tokens_per_second": None,
-        "artifact_bytes": 0, "eval_identity": eval_identity(r),
-    })
-    write_manifest(run, manifest)
-    started = time.perf_counter()
-    try:
-        result = evaluate_target(p.recipe, p.overrides, None, reporter, store_demos=select_from_store)
-    except BaseException as exc:  # recorded in the manifest as the session does for a trained run
-        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-        manifest.update({"status": "stopped" if interrupted else "failed",
-                         "error": exc.render() if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}",
-                         "wall_seconds": time.perf_counter() - started})
-        write_manifest(run, manifest)
-        raise
-    wall = time.perf_counter() - started
-    _write_json(run.path / "eval.json", result)
-    manifest.update({"status": "finished", "wall_seconds": wall,
-                     "eval_seconds": result.get("prompt_seconds", wall), "peak_memory_mb": peak_memory_mb(),
-                     "final_eval": headline(result), "prompting": result.get("prompting")})
-    write_manifest(run, manifest)
-
-
-def _write_json(path: Path, obj) -> None:
-    import json
-    import os
-
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llmtune import atomic
+from llmtune.device import default_device
 from llmtune.errors import UserError
 from llmtune.runs.open import Target, open_target
 
@@ -29,7 +31,10 @@ def evaluate_target(target: Path, overrides: list[str], limit: int | None, repor
     if custom is not None:
         return _write_eval(t.final, {**head, **custom})
     limit = limit or r.eval.limit
-    if r.eval.prompting and r.data.task == "classification":
+    # A classification recipe is scored by prompting when it asks to be, or when its method
+    # trained no classifier (in-context: the base causal LM answers).
+    prompted = r.eval.prompting or t.method.result_kind(r.data.task) == "causal_lm"
+    if prompted and r.data.task == "classification":
         metrics = _prompted_classification(t, limit, reporter, store_demos)
     else:
         if r.eval.prompting and r.data.task != "sft":
@@ -37,12 +42,6 @@ def evaluate_target(target: Path, overrides: list[str], limit: int | None, repor
                             f"data.task {r.data.task!r}; remove them from the eval section")
         metrics = _supervised(t, limit, reporter, store_demos)
     return _write_eval(t.final, {**head, **metrics})
-
-
-def _device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _supervised(t: Target, limit: int | None, reporter, store_demos) -> dict:
@@ -64,7 +63,7 @@ def _supervised(t: Target, limit: int | None, reporter, store_demos) -> dict:
     examples = data.eval or data.train
     if limit:
         examples = examples[:limit]
-    device = _device()
+    device = default_device()
     model.to(device)
     metrics = evaluate_examples(model, examples, batch_size=r.eval.batch_size, pad_id=tok.pad_token_id,
                                 labels=labels, device=device)
@@ -77,36 +76,27 @@ def _supervised(t: Target, limit: int | None, reporter, store_demos) -> dict:
     return result
 
 
-# Encoder-only architectures: loadable as "causal LMs" by transformers, but they never
-# learnt to continue text, so label scoring on them would be noise.
-_ENCODER_ONLY = frozenset({"bert", "roberta", "xlm-roberta", "distilbert", "albert", "electra", "deberta",
-                           "deberta-v2", "mpnet", "camembert", "modernbert"})
-
-
 def _prompted_classification(t: Target, limit: int | None, reporter, store_demos) -> dict:
     """Classification by prompting a causal LM: the base model (a recipe) or a run that
     trained a causal LM. The model is built as a causal LM whatever data.task says."""
     import torch
 
     from llmtune.evaluate.prompted import evaluate_prompted
+    from llmtune.evaluate.prompted_model import as_causal, refuse_an_encoder, refuse_an_encoder_name
     from llmtune.models.build import build_task_model
 
     r = t.recipe
-    if t.final is not None and t.info.get("task") == "classification":
+    if t.final is not None and t.method.result_kind(t.info.get("task") or r.data.task) == "classifier":
         raise UserError(f"{t.run_dir}: this run trained a classification head; prompting (eval.shots, "
                         f"eval.templates, eval.verbalizers) needs a causal LM. Evaluate the run without them, "
                         f"or prompt the base model: `llmtune eval <recipe>`")
-    if r.model.name in ("minilm", "tiny-bert"):
-        raise UserError(f"model.name {r.model.name!r} is an encoder; prompting (eval.shots, eval.templates, "
-                        f"eval.verbalizers) needs a causal LM such as tiny-llama or a hub decoder")
-    causal = r.model_copy(update={"data": r.data.model_copy(update={"task": "causal_lm"})})
+    refuse_an_encoder_name(r)
+    causal = as_causal(r)
     tok, model = t.tokenizer(), t.trained_model(causal)
     if model is None:
         model = build_task_model(causal, None)
-    if getattr(model.body.config, "model_type", None) in _ENCODER_ONLY:
-        raise UserError(f"model.name {r.model.name!r} is an encoder ({model.body.config.model_type}); prompting "
-                        f"needs a causal LM")
-    device = _device()
+    refuse_an_encoder(r, model.body)
+    device = default_device()
     model.to(device).eval()
     with torch.inference_mode():
         metrics = evaluate_prompted(model.body, tok, r, limit, reporter, device, store_demos)
@@ -117,7 +107,5 @@ def _prompted_classification(t: Target, limit: int | None, reporter, store_demos
 def _write_eval(final: Path | None, result: dict) -> dict:
     """A run's eval.json sits beside final/ (written atomically)."""
     if final is not None:
-        from llmtune.atomic import write_text
-
-        write_text(final.parent / "eval.json", json.dumps(result, indent=2, default=str) + "\n")
+        atomic.write_text(final.parent / "eval.json", json.dumps(result, indent=2, default=str) + "\n")
     return result

@@ -34,6 +34,9 @@ def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, report
     template_notes(run_dir, final, reporter)
     out = Path(out)
     _check_out(out, run_dir, overwrite)
+    if not method.trains:
+        raise UserError(f"{run_dir}: method {method.name!r} trained nothing, so there is nothing to export; "
+                        f"its model is the base model, {r.model.name}")
     if merge and not method.can_merge:
         raise UserError(_cannot_merge(method, r.model.name, run_dir, out))
 

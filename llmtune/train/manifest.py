@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from llmtune import atomic
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -107,9 +109,7 @@ def manifest_changes(old: dict | None, new: dict) -> list[str]:
 
 
 def write_manifest(run, manifest: dict) -> None:
-    tmp = run.manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, run.manifest)
+    atomic.write_json(run.manifest, manifest)
 
 
 def read_manifest(run) -> dict | None:

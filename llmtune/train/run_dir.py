@@ -12,6 +12,7 @@ from typing import Callable
 
 import yaml
 
+from llmtune import atomic
 from llmtune.errors import UserError
 
 
@@ -51,9 +52,7 @@ class RunDir:
     def drop_metrics_after(self, step: int) -> None:
         """On resume, records written after the checkpoint belong to the lost part of the run."""
         kept = [rec for rec in self.read_metrics() if rec.get("step", 0) <= step] if step else []
-        tmp = self.metrics.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(rec) + "\n" for rec in kept))
-        os.replace(tmp, self.metrics)
+        atomic.write_text(self.metrics, "".join(json.dumps(rec) + "\n" for rec in kept))
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.exists():
@@ -111,9 +110,7 @@ def write_resolved_recipe(run: RunDir, recipe) -> None:
     """recipe.yaml in the run: defaults filled in, paths absolute (the loader resolved them),
     so that `llmtune eval RUN_DIR` finds the data from anywhere."""
     data = recipe.model_dump(mode="json")
-    tmp = run.recipe.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, run.recipe)
+    atomic.write_text(run.recipe, yaml.safe_dump(data, sort_keys=False))
 
 
 def write_final(run: RunDir, fill: Callable[[Path], None]) -> None:

@@ -10,6 +10,7 @@ Under several processes only the main one writes; the others train and stay sile
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from llmtune.errors import TrainingDiverged, UserError
@@ -23,10 +24,6 @@ from llmtune.train.distributed import is_main_process
 from llmtune.train.run_dir import RunDir, folder_bytes, open_run_dir, write_final, write_resolved_recipe
 from llmtune.train.signals import StopRequested, signal_name
 
-# The headline metric of a preference/RL run, first found wins (supervised tasks: by task).
-PRIMARY_METRICS = ("accuracy", "rewards/accuracies", "mean_reward", "loss")
-
-
 def default_output(recipe, recipe_path: Path | None) -> Path:
     if recipe.output.dir:
         try:
@@ -39,8 +36,9 @@ def default_output(recipe, recipe_path: Path | None) -> Path:
 
 
 def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = False,
-               overwrite: bool = False) -> dict:
-    """Train what a loaded recipe describes into its run directory; returns the result."""
+               overwrite: bool = False, store_demos: Callable[..., list[list[int]]] | None = None) -> dict:
+    """Train what a loaded recipe describes into its run directory; returns the result.
+    `store_demos`: the `Job.store_demos` the command hands down (methods/job.py)."""
     recipe, recipe_path = loaded.recipe, loaded.path
     from llmtune.methods.parent_run import provenance as parent_provenance
     from llmtune.models.gguf_cache import provenance as model_provenance
@@ -70,6 +68,7 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
     session = RunSession(recipe, recipe_path, run, reporter, resume=resume, main=main)
     session.model_source = model_source
     session.parent_run = parent_run
+    session.store_demos = store_demos
     run.tracker = start_tracking(recipe, run) if main else None
     try:
         return session.run(method_for(recipe.method))
@@ -142,6 +141,7 @@ class RunSession:
         self.model_source: dict | None = None
         self.parent_run: dict | None = None
         """The finished run `model.name` names (methods/parent_run.py), if it names one."""
+        self.store_demos: Callable[..., list[list[int]]] | None = None
         self._stop: StopRequested | None = None
         self._started = time.perf_counter()
         self._train_started = self._started
@@ -267,10 +267,10 @@ class RunSession:
     def _eval_identity(self, outcome: Outcome, final_eval: dict) -> dict | None:
         """What the final metrics were measured on (data/eval_identity.py), so that runs are
         only ranked together when they were evaluated alike."""
-        from llmtune.data.eval_identity import PRIMARY_METRIC, eval_identity
+        from llmtune.data.eval_identity import eval_identity, primary_metric
 
         if not final_eval:
             return None
         task = self.recipe.data.task
-        metric = PRIMARY_METRIC.get(task) or next((k for k in PRIMARY_METRICS if k in final_eval), None)
+        metric = primary_metric(task, final_eval)
         return eval_identity(self.recipe, limit=outcome.eval_rows, metric=metric)

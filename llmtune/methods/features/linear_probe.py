@@ -22,6 +22,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from llmtune.device import default_device
 from llmtune.methods.base import Method, MethodConfig, freeze
 from llmtune.methods.job import Outcome
 from llmtune.methods.registry import register_method
@@ -72,7 +73,7 @@ class LinearProbe(Method):
         torch.manual_seed(r.train.seed)
         model = build_task_model(r, data.labels)
         model.body = self.apply(model.body, causal=False)
-        model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        model.to(default_device()).eval()
         has_bias = model.head.bias is not None  # no bias on decoders with pooling last (models/stock_head.py)
         trainable, total = sum(p.numel() for p in model.head.parameters()), _count(model)
         job.begin({"data_fingerprint": data.fingerprint, "data_summary": data.summary,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from llmtune.device import default_device
 from llmtune.methods.preference._rl_rewards import build_reward, recorded_reward
 from llmtune.methods.preference._rl_sampling import generation_config, trainer_args
 from llmtune.methods.preference._runner import evaluation_rows
@@ -47,7 +48,7 @@ def evaluate_policy(method, recipe, final: Path | None, limit: int | None, repor
         rows, split = evaluation_rows(r, limit)
         rows = method.prepare_rows(rows, tok, r)
         policy = method.load_trained(r, tok, final) if final else method.load_model(r, tok)
-        policy.to(torch.device("cuda" if torch.cuda.is_available() else "cpu")).eval()
+        policy.to(default_device()).eval()
         reward = build_reward(c, r, recorded_reward(final))
         prompts = [row["prompt"] for row in rows]
         with tempfile.TemporaryDirectory(prefix="llmtune-eval-") as work:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from llmtune.device import default_device
 from llmtune.errors import UserError
 
 
@@ -98,7 +99,7 @@ class RewardModelScorer:
     def __init__(self, model, tok, max_length: int, batch_size: int):
         self.model, self.tok = model.eval(), tok
         self.max_length, self.batch_size = max_length, batch_size
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device()
         self.model.to(self.device)
 
     def _ids(self, prompt, completion) -> list[int]:

@@ -1,0 +1,1 @@
+"""Methods that train nothing: the model answers from prompts."""
