@@ -46,6 +46,14 @@ def test_a_prompted_run_is_a_run(cli, write_recipe, tmp_path):
     assert exported.code == 2 and "trained nothing" in exported.err and "Traceback" not in exported.err
     resumed = cli("train", recipe, "--output", run, "--resume")
     assert resumed.code == 0 and "nothing left to train" in resumed.err
+    # A run written before a key was renamed stays usable: its recipe.yaml is read under the
+    # new name, with a notice (a user's recipe with the old key is refused: test_recipe_bad_input).
+    written = (run / "recipe.yaml").read_text()
+    (run / "recipe.yaml").write_text(written.replace("fused_forward:", "fused_lora:"))
+    old = cli("eval", run, "--json")
+    assert old.code == 0, old.err
+    assert "train.fused_lora is now train.fused_forward; read as such" in old.err
+    assert json.loads(old.out)["accuracy"] == result["eval"]["accuracy"]
 
 
 def test_the_old_form_is_refused_with_how_to_migrate(cli, write_recipe, tmp_path):

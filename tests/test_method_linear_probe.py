@@ -24,7 +24,7 @@ def _gaussian_classes(n_per_class=60, dim=5, seed=0):
 def test_logistic_regression_reaches_the_optimum_on_raw_features():
     from torch.nn import functional as F
 
-    from llmtune.methods.features.linear_probe import fit_logistic_regression
+    from llmtune.methods.features._probe import fit_logistic_regression
 
     x, y, _, _ = _gaussian_classes()
     l2 = 1e-2

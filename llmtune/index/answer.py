@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmtune.device import default_device
 from llmtune.errors import UserError
 
 DEFAULT_ANSWER_MODEL = "smollm2-135m"
@@ -111,8 +112,6 @@ def _render(tok, question: str, hits: list) -> tuple[str, list[int]]:
 
 
 def answer(question: str, hits: list, model: AnswerModel, *, max_new_tokens: int = 256) -> dict:
-    import torch
-
     from llmtune.evaluate.prompted import max_positions
     from llmtune.generation.engine import Engine
     from llmtune.generation.params import Request, SamplingParams
@@ -122,7 +121,7 @@ def answer(question: str, hits: list, model: AnswerModel, *, max_new_tokens: int
     if budget < 1:
         raise UserError(f"--max-new-tokens {max_new_tokens}: the model has only {positions} positions; lower it")
     prompt = build_prompt(model.tokenizer, question, hits, budget)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     model.body.to(device)
     tok = model.tokenizer
     engine = Engine(model.body, tok, stop_token_ids=[tok.eos_token_id] if tok.eos_token_id is not None else [])

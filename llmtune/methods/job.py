@@ -9,13 +9,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from llmtune.console import Reporter
+    from llmtune.models.task_model import TaskModel
+    from llmtune.recipe.schema import RecipeBase
 
 
 class Job(Protocol):
     """What the run hands a method that trains itself (`Method.fit`)."""
 
-    recipe: Any
+    recipe: RecipeBase
     """The resolved recipe (every path absolute)."""
     reporter: Reporter
     checkpoints: Path

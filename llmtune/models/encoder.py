@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 
+from llmtune.device import default_device
 from llmtune.errors import UserError
 
 POOLINGS = ("mean", "cls", "last", "max")
@@ -44,7 +45,7 @@ def hidden_states_fn(body):
 def pick_device_and_dtype(precision: str | None):
     import torch
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     if precision is None:
         return device, None
     if precision == "auto":

@@ -159,11 +159,9 @@ def dims(cfg) -> dict:
 
 def activation_width(precision: str) -> int:
     """Bytes per activation value under train.precision on this machine (as the loop resolves it)."""
-    import torch
+    from llmtune.models.precision import autocast_precision
 
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return 2 if precision in ("bf16", "fp16") else 4
+    return 2 if autocast_precision(precision) in ("bf16", "fp16") else 4
 
 
 def estimate(shape: ModelShape, recipe, batch: int, length: int) -> dict:

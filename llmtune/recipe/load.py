@@ -16,7 +16,7 @@ from llmtune.methods import parent_run
 from llmtune.models.run_source import is_run_dir, register_merger
 from llmtune.recipe.local_paths import (DATA_SOURCES, RETRIEVAL_FILES, Problem, data_file_problems,
                                         model_folder_problems, resolve_data_path)
-from llmtune.recipe.migrations import old_form_problems, prompted_classifier_problems
+from llmtune.recipe.migrations import migrate, old_form_problems, prompted_classifier_problems
 from llmtune.recipe.schema import RecipeBase
 from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_lines
 
@@ -37,9 +37,19 @@ class LoadedRecipe:
     path: Path | None
     """The recipe file (None for a recipe built in code)."""
     raw: dict[str, Any] = field(default_factory=dict)
+    notices: list[str] = field(default_factory=list)
+    """What was read another way than written (a run's recipe with a key renamed since)."""
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
+def load_run_recipe(path: Path, overrides: list[str] | None = None) -> LoadedRecipe:
+    """A run's own resolved recipe.yaml, which llmtune wrote: keys renamed since are read under
+    their new names (with `notices`), so a finished run stays usable; a user's recipe with an
+    old key is refused instead, saying how to write it now (recipe/migrations.py)."""
+    return load_recipe(path, overrides, written_by_llmtune=True)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None, *,
+                written_by_llmtune: bool = False) -> LoadedRecipe:
     path = Path(path)
     if path.is_dir():
         inside = sorted(p.name for p in path.glob("*.y*ml"))[:3]
@@ -58,7 +68,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
         line = raw_bytes[: exc.start].count(b"\n") + 1
         raise RecipeError(f"{path}:{line}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     raw, lines = load_yaml_with_lines(text, str(path))
-    return recipe_from_dict(raw, source=str(path), lines=lines, overrides=overrides, base_dir=path.parent)
+    return recipe_from_dict(raw, source=str(path), lines=lines, overrides=overrides, base_dir=path.parent,
+                            written_by_llmtune=written_by_llmtune)
 
 
 def recipe_from_dict(
@@ -67,63 +78,86 @@ def recipe_from_dict(
     lines: dict | None = None,
     overrides: list[str] | None = None,
     base_dir: Path | None = None,
+    written_by_llmtune: bool = False,
 ) -> LoadedRecipe:
-    lines = dict(lines or {})
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}:1: a recipe is a mapping of sections (model, data, method, ...), "
                           f"not a {type(raw).__name__}")
     raw = copy.deepcopy(raw)
+    notices = migrate(raw, source) if written_by_llmtune else []
     _expand_shorthand(raw)
-    bad_overrides: list[str] = []
-    owner: dict[tuple, str] = {}  # key path -> the --set key answerable for errors under it
-    for item in overrides or []:
+    owner, bad_overrides = _apply_overrides(raw, overrides or [])
+    _expand_shorthand(raw)  # again: `--set data.train=file.tsv` is the shorthand too
+    places = _Places(source, dict(lines or {}), owner)
+    recipe, found = _validate(raw, base_dir or Path.cwd(), written_by_llmtune)
+    found.sort(key=lambda problem: places.order(problem[0]))  # stable: one line's problems keep their order
+    problems = bad_overrides + [f"{places.at(loc)}: {text}" for loc, text in found]
+    if problems or recipe is None:
+        noun = "problem" if len(problems) == 1 else "problems"
+        raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", _first(problems))
+    recipe = resolve_paths(recipe, (base_dir or Path.cwd()).absolute())
+    return LoadedRecipe(recipe=recipe, path=Path(source) if source != "<recipe>" else None, raw=raw, notices=notices)
+
+
+def _apply_overrides(raw: dict, overrides: list[str]) -> tuple[dict[tuple, str], list[str]]:
+    """Apply each `--set`; returns which --set key answers for errors under each key path,
+    and the overrides that could not be applied (as problems)."""
+    owner: dict[tuple, str] = {}
+    bad: list[str] = []
+    for item in overrides:
         try:
             keypath = apply_override(raw, item)
             owner[keypath] = item.partition("=")[0].strip()
         except ValueError as exc:
-            bad_overrides.append(f"--set {_short_repr(item)[1:-1]}: {exc}")
-    _expand_shorthand(raw)  # again: `--set data.train=file.tsv` is the shorthand too
+            bad.append(f"--set {_short_repr(item)[1:-1]}: {exc}")
+    return owner, bad
 
-    def where(loc: tuple) -> str:
-        for n in range(len(loc), 0, -1):
-            if tuple(loc[:n]) in owner:
-                return f"--set {_short_repr(owner[tuple(loc[:n])])[1:-1]}"
-        line = line_for(lines, loc)
-        return f"{source}:{line}" if line else source
 
-    def at(loc: tuple) -> str:
-        """Where a problem is and its key path, once: `--set train.lr` already names it."""
-        place, dotted = where(loc), _dotted(loc)
-        return place if place == f"--set {dotted}" else f"{place} {dotted}"
-
-    def order(loc: tuple) -> tuple:
-        """Problems under a --set first (as given), then in the file's line order."""
-        if where(loc).startswith("--set "):
-            return (0, 0)
-        return (1, line_for(lines, loc) or 0)
-
+def _validate(raw: dict, base_dir: Path, written_by_llmtune: bool) -> tuple[RecipeBase | None, list[Problem]]:
+    """The recipe (None when the schema refuses it) and every problem found, schema and beyond."""
     recipe = None
     method_name = raw["method"].get("name") if isinstance(raw.get("method"), dict) else None
     model = recipe_model(method_name if isinstance(method_name, str) else None)
-    found: list[Problem] = old_form_problems(raw)
+    found: list[Problem] = [] if written_by_llmtune else old_form_problems(raw)
     try:
         recipe = model.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
             loc = _clean_loc(err["loc"], raw, model)
             found.append((loc, _describe(err, loc, raw, model)))
-    found += data_file_problems(raw, base_dir or Path.cwd()) + model_folder_problems(raw)
+    found += data_file_problems(raw, base_dir) + model_folder_problems(raw)
     if recipe is not None:
-        found += _cross_checks(recipe)
-    found.sort(key=lambda problem: order(problem[0]))  # stable: one line's problems keep their order
-    problems = bad_overrides + [f"{at(loc)}: {text}" for loc, text in found]
-    if problems:
-        noun = "problem" if len(problems) == 1 else "problems"
-        raise RecipeError(f"{source}: {len(problems)} {noun} in the recipe", _first(problems))
-    recipe = resolve_paths(recipe, (base_dir or Path.cwd()).absolute())
-    return LoadedRecipe(recipe=recipe, path=Path(source) if source != "<recipe>" else None, raw=raw)
+        found += _cross_checks(recipe, written_by_llmtune)
+    return recipe, found
+
+
+@dataclass
+class _Places:
+    """Where a problem at a key path is: the `--set` answerable for it, or the file's line."""
+
+    source: str
+    lines: dict
+    owner: dict[tuple, str]
+
+    def where(self, loc: tuple) -> str:
+        for n in range(len(loc), 0, -1):
+            if tuple(loc[:n]) in self.owner:
+                return f"--set {_short_repr(self.owner[tuple(loc[:n])])[1:-1]}"
+        line = line_for(self.lines, loc)
+        return f"{self.source}:{line}" if line else self.source
+
+    def at(self, loc: tuple) -> str:
+        """Where a problem is and its key path, once: `--set train.lr` already names it."""
+        place, dotted = self.where(loc), _dotted(loc)
+        return place if place == f"--set {dotted}" else f"{place} {dotted}"
+
+    def order(self, loc: tuple) -> tuple:
+        """Problems under a --set first (as given), then in the file's line order."""
+        if self.where(loc).startswith("--set "):
+            return (0, 0)
+        return (1, line_for(self.lines, loc) or 0)
 
 
 @functools.cache
@@ -315,7 +349,7 @@ def resolve_paths(recipe: RecipeBase, base_dir: Path) -> RecipeBase:
     return recipe.model_copy(update=sections)
 
 
-def _cross_checks(recipe: RecipeBase) -> list[Problem]:
+def _cross_checks(recipe: RecipeBase, written_by_llmtune: bool = False) -> list[Problem]:
     from llmtune.methods.registry import get_method
 
     problems: list[Problem] = []
@@ -324,4 +358,6 @@ def _cross_checks(recipe: RecipeBase) -> list[Problem]:
         problems.append((("method", "name"),
                          f"method {recipe.method.name!r} does not train task {recipe.data.task!r} (data.task); "
                          f"it trains: {', '.join(sorted(method.tasks))}"))
+    if written_by_llmtune:  # a run that trained a classifier: `llmtune eval` says prompting cannot score it
+        return problems
     return problems + prompted_classifier_problems(recipe, method(recipe.method))

@@ -18,6 +18,21 @@ RENAMED = {
 """Old key path -> (new key path, why). Since issue 27 (the fused LoRA forward moved to the LoRA method)."""
 
 
+def migrate(raw: dict, source: str) -> list[str]:
+    """For a recipe llmtune wrote itself (a run's resolved recipe.yaml): every renamed key is
+    read under its new name, so a finished run stays usable; returns a one-line notice each."""
+    notices = []
+    for (section, key), (new, _why) in RENAMED.items():
+        parent = raw.get(section)
+        if isinstance(parent, dict) and key in parent:
+            value = parent.pop(key)
+            target = raw.setdefault(new[0], {})
+            if isinstance(target, dict):
+                target.setdefault(new[1], value)
+            notices.append(f"{source}: {section}.{key} is now {'.'.join(new)}; read as such")
+    return notices
+
+
 def old_form_problems(raw: dict) -> list[Problem]:
     """Problems for every old key in `raw`, which is taken out so it is not also reported as unknown."""
     problems: list[Problem] = []

@@ -6,12 +6,15 @@ reference in docs/recipe-reference.md and editor completion.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from llmtune.recipe.template_check import check_template
 from llmtune.strict_model import StrictModel
+
+if TYPE_CHECKING:
+    from llmtune.methods.base import MethodConfig
 
 
 class Section(StrictModel):
@@ -514,6 +517,8 @@ class RecipeBase(Section):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     output: OutputSection = OutputSection()
+    if TYPE_CHECKING:  # the field itself is the named method's options (recipe/load.recipe_model)
+        method: MethodConfig
 
     @model_validator(mode="after")
     def _packing_needs_sequences(self):

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from llmtune.console import Reporter
 from llmtune.errors import UserError
 from llmtune.methods.registry import method_for
 from llmtune.models.task_model import INFO_FILE
-from llmtune.recipe.load import LoadedRecipe, load_recipe
+from llmtune.recipe.load import LoadedRecipe, load_recipe, load_run_recipe
 
 CAUSAL_LM, CLASSIFICATION, REWARD, ENCODER = "causal LM", "classification model", "reward model", "encoder"
 """What a run (or a model) holds: which verbs can use it."""
@@ -114,4 +115,7 @@ def open_run(run_dir: Path, overrides: list[str] | None = None, instead: str = "
     if not final.exists():
         raise UserError(f"{run_dir}: the run has no final/ model yet; finish it with "
                         f"`llmtune train <recipe> --resume`")
-    return Target(load_recipe(recipe_file, overrides or []), final)
+    loaded = load_run_recipe(recipe_file, overrides or [])
+    for notice in loaded.notices:  # stderr: a --json document on stdout stays one document
+        Reporter().warn(notice)
+    return Target(loaded, final)

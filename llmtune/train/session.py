@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from llmtune.errors import TrainingDiverged, UserError
 from llmtune.methods.job import Outcome
@@ -24,7 +25,14 @@ from llmtune.train.distributed import is_main_process
 from llmtune.train.run_dir import RunDir, folder_bytes, open_run_dir, write_final, write_resolved_recipe
 from llmtune.train.signals import StopRequested, signal_name
 
-def default_output(recipe, recipe_path: Path | None) -> Path:
+if TYPE_CHECKING:
+    from llmtune.console import Reporter
+    from llmtune.methods.base import Method
+    from llmtune.recipe.load import LoadedRecipe
+    from llmtune.recipe.schema import RecipeBase
+
+
+def default_output(recipe: RecipeBase, recipe_path: Path | None) -> Path:
     if recipe.output.dir:
         try:
             out = Path(recipe.output.dir).expanduser()
@@ -35,7 +43,7 @@ def default_output(recipe, recipe_path: Path | None) -> Path:
     return Path.cwd() / "runs" / stem
 
 
-def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = False,
+def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None = None, resume: bool = False,
                overwrite: bool = False, store_demos: Callable[..., list[list[int]]] | None = None) -> dict:
     """Train what a loaded recipe describes into its run directory; returns the result.
     `store_demos`: the `Job.store_demos` the command hands down (methods/job.py)."""
@@ -77,7 +85,7 @@ def run_recipe(loaded, reporter, *, output: Path | None = None, resume: bool = F
             run.tracker.finish()
 
 
-def _finished_run_on_resume(out: Path, recipe) -> dict | None:
+def _finished_run_on_resume(out: Path, recipe: RecipeBase) -> dict | None:
     """--resume of a finished run trains only when the recipe asks for more steps than the
     run took and a checkpoint can continue it; otherwise nothing is written, final/ included.
     The same recipe again (a retried job, say) finds the run complete: its result, exit 0.
@@ -112,7 +120,7 @@ def _finished_run_on_resume(out: Path, recipe) -> dict | None:
                     f"pass --overwrite to retrain it, or --output elsewhere for a new run")
 
 
-def _asks_for_more_steps(recipe, old: dict, run: RunDir) -> bool:
+def _asks_for_more_steps(recipe: RecipeBase, old: dict, run: RunDir) -> bool:
     """Whether `recipe` plans more optimizer steps than the finished run took. An epoch count
     is compared with the run's own recipe.yaml (its steps per epoch need the data to count)."""
     import yaml
@@ -130,13 +138,14 @@ def _asks_for_more_steps(recipe, old: dict, run: RunDir) -> bool:
 
 
 class RunSession:
-    """The run a trainer works in (it is the `Job` of llmtune.methods.base)."""
+    """The run a trainer works in (it is the `Job` of llmtune.methods.job)."""
 
-    def __init__(self, recipe, recipe_path: Path | None, run: RunDir, reporter, *, resume: bool, main: bool):
+    def __init__(self, recipe: RecipeBase, recipe_path: Path | None, run: RunDir, reporter: Reporter, *,
+                 resume: bool, main: bool):
         self.recipe, self.recipe_path, self.run_dir, self.reporter = recipe, recipe_path, run, reporter
         self.resume, self.main = resume, main
         self.checkpoints = run.checkpoints
-        self.interactive = bool(getattr(reporter, "interactive", False))
+        self.interactive = reporter.interactive
         self.manifest: dict | None = None
         self.model_source: dict | None = None
         self.parent_run: dict | None = None
@@ -149,21 +158,21 @@ class RunSession:
     # -- the Job a trainer sees ---------------------------------------------------------
     def begin(self, manifest: dict, resumed_step: int = 0) -> None:
         r = self.recipe
-        self.manifest = mf.build_manifest(self.recipe_path, r.train.seed, {
+        self.manifest = record = mf.build_manifest(self.recipe_path, r.train.seed, {
             "method": r.method.name, "task": r.data.task, "model": r.model.name, "recipe_hash": mf.recipe_hash(r),
             "status": "running", "precision": precision_record(r.model.dtype, r.train.precision),
             **({"model_source": self.model_source} if self.model_source else {}),
             **({"parent_run": self.parent_run} if self.parent_run else {}), **manifest})
         if "trainable_parameters" in manifest:
-            self.manifest["trainable_percent"] = 100 * manifest["trainable_parameters"] / manifest["total_parameters"]
+            record["trainable_percent"] = 100 * manifest["trainable_parameters"] / manifest["total_parameters"]
             self.reporter.log(f"method {r.method.name}: {manifest['trainable_parameters']:,} trainable of "
                               f"{manifest['total_parameters']:,} parameters "
-                              f"({self.manifest['trainable_percent']:.3f}%)")
+                              f"({record['trainable_percent']:.3f}%)")
         if self.resume:
-            self._check_resumed()
+            self._check_resumed(record)
         if self.main:
             self.run_dir.drop_metrics_after(resumed_step)
-            mf.write_manifest(self.run_dir, self.manifest)
+            mf.write_manifest(self.run_dir, record)
         self._train_started = time.perf_counter()
 
     def log(self, record: dict) -> None:
@@ -174,7 +183,7 @@ class RunSession:
         return self._stop.signal if self._stop is not None else None
 
     # -- the run --------------------------------------------------------------------------
-    def run(self, method) -> dict:
+    def run(self, method: Method) -> dict:
         from llmtune.train.loop import fit as loop_fit
 
         with StopRequested() as stop:
@@ -185,29 +194,30 @@ class RunSession:
                 self._record_end("failed", f"{type(exc).__name__}: {exc}")
                 raise
         if outcome.stopped_by:
-            self._stopped(outcome)
+            self._stopped(outcome, outcome.stopped_by)
         if outcome.diverged:
             self._diverged(outcome)
         return self._finish(method, outcome)
 
-    def _check_resumed(self) -> None:
+    def _check_resumed(self, record: dict) -> None:
         old = mf.read_manifest(self.run_dir)
-        for warning in mf.manifest_changes(old, self.manifest):
+        for warning in mf.manifest_changes(old, record):
             self.reporter.warn(warning)
         if old:
-            self.manifest["resumes"] = old.get("resumes", []) + [self.manifest["created"]]
-            self.manifest["created"] = old.get("created", self.manifest["created"])
+            record["resumes"] = old.get("resumes", []) + [record["created"]]
+            record["created"] = old.get("created", record["created"])
 
-    def _record_end(self, status: str, error: str | None = None) -> None:
-        """A run that began records how it ended; one that failed before it began leaves
-        only its recipe.yaml (so the corrected command may reuse the folder)."""
+    def _record_end(self, status: str, error: str | None = None, **measured: Any) -> None:
+        """A run that began records how it ended (and what it measured); one that failed
+        before it began leaves only its recipe.yaml (so the corrected command may reuse the folder)."""
         if self.manifest is None or not self.main:
             return
-        self.manifest.update({"status": status, "error": error, "wall_seconds": time.perf_counter() - self._started})
+        self.manifest.update({**measured, "status": status, "error": error,
+                              "wall_seconds": time.perf_counter() - self._started})
         mf.write_manifest(self.run_dir, self.manifest)
 
-    def _stopped(self, outcome: Outcome):
-        name = signal_name(outcome.stopped_by)
+    def _stopped(self, outcome: Outcome, signum: int) -> NoReturn:
+        name = signal_name(signum)
         where = outcome.last_checkpoint or self.checkpoints
         self._record_end("stopped", f"{name} at step {outcome.steps}")
         path = self.recipe_path or "RECIPE"
@@ -215,9 +225,9 @@ class RunSession:
         out = "" if default else f" --output {self.run_dir.path}"
         self.reporter.log(f"{name}: stopped at step {outcome.steps}; checkpoint saved to {where}. "
                           f"Resume with: llmtune train {path}{out} --resume (repeat any --set options)")
-        raise SystemExit(128 + outcome.stopped_by)  # the shell's convention for "ended by signal N"
+        raise SystemExit(128 + signum)  # the shell's convention for "ended by signal N"
 
-    def _diverged(self, outcome: Outcome):
+    def _diverged(self, outcome: Outcome) -> NoReturn:
         last = outcome.last_checkpoint
         keep = (f"The last good checkpoint is {last}; after changing the recipe, continue from it with "
                 f"--resume, or start over with --overwrite." if last else
@@ -226,7 +236,7 @@ class RunSession:
         self._record_end("diverged", message)
         raise TrainingDiverged(message)
 
-    def _finish(self, method, outcome: Outcome) -> dict:
+    def _finish(self, method: Method, outcome: Outcome) -> dict:
         from llmtune.evaluate.supervised import headline
 
         train_seconds = time.perf_counter() - self._train_started if outcome.train_seconds is None \
@@ -234,18 +244,17 @@ class RunSession:
         final_eval = headline(outcome.eval)
         if self.main:
             write_final(self.run_dir, lambda folder: self._fill_final(folder, method, outcome))
-            self.manifest.update({
+            self._record_end("finished", **{
                 "steps": outcome.steps, "train_seconds": train_seconds, "train_tokens": outcome.train_tokens,
                 "tokens_per_second": outcome.train_tokens / max(train_seconds, 1e-9) if outcome.train_tokens
                 else None, "peak_memory_mb": mf.peak_memory_mb(), "final_eval": final_eval,
                 "eval_identity": self._eval_identity(outcome, final_eval),
                 "artifact_bytes": folder_bytes(self.run_dir.final), **outcome.manifest})
-            self._record_end("finished")
         return {"steps": outcome.steps, "train_seconds": train_seconds,
                 "trainable_parameters": outcome.trainable_parameters, "total_parameters": outcome.total_parameters,
                 "eval": outcome.eval, "run_dir": str(self.run_dir.path)}
 
-    def _fill_final(self, folder: Path, method, outcome: Outcome) -> None:
+    def _fill_final(self, folder: Path, method: Method, outcome: Outcome) -> None:
         from llmtune.train.assemble import save_trained
 
         if outcome.save is not None:

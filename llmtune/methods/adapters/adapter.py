@@ -32,6 +32,7 @@ class AdapterConfig(MethodConfig):
 class Adapter(Method):
     name = "adapter"
     Config = AdapterConfig
+    config: AdapterConfig
     summary = "bottleneck adapters after attention and/or feed-forward blocks (Houlsby, Pfeiffer); no merge"
 
     def bottleneck_width(self, hidden: int) -> int:

@@ -29,6 +29,7 @@ class Ia3Config(MethodConfig):
 class Ia3(PeftMethod):
     name = "ia3"
     Config = Ia3Config
+    config: Ia3Config
     summary = "IA3: learned rescaling vectors on keys, values and feed-forward layers; merges"
 
     def peft_config(self, causal: bool):

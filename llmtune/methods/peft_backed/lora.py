@@ -34,6 +34,7 @@ class LoraConfig(MethodConfig):
 class Lora(PeftMethod):
     name = "lora"
     Config = LoraConfig
+    config: LoraConfig
     summary = "low-rank adapters on chosen linear layers (DoRA, rsLoRA options); merges"
 
     def fused_forward(self, model) -> int:

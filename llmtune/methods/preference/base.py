@@ -8,7 +8,7 @@ reward model) and whether it needs a frozen reference; nothing here names a meth
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from llmtune.methods.base import Method
 from llmtune.methods.preference.setup import Setup
@@ -18,8 +18,10 @@ class TrlMethod(Method):
     tasks: ClassVar[frozenset[str]] = frozenset({"preference"})
     trains_itself = True
     can_merge = True  # a policy is a causal LM: a LoRA one folds in, a full one is plain already
-    model_kind = "policy"
+    model_kind: ClassVar[Literal["policy", "reward"]] = "policy"
     uses_reference = True
+    config: Any
+    """The preference method's own options; every one has `peft` (LoRA settings, or None)."""
     pair_score: ClassVar[str | None] = "implicit"
     """How a held-out pair is scored (_pair_scores.py): `implicit` (beta times the policy's
     log-ratio to the reference), `odds` (beta times the mean token log-probability) or

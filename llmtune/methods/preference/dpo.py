@@ -45,6 +45,7 @@ def truncation_mode(recipe) -> str:
 class Dpo(TrlMethod):
     name = "dpo"
     Config = DpoConfig
+    config: DpoConfig
     summary = "direct preference optimisation on chosen/rejected pairs (trl DPOTrainer)"
 
     def trl_config(self, recipe):

@@ -38,6 +38,7 @@ class KtoConfig(MethodConfig):
 class Kto(TrlMethod):
     name = "kto"
     Config = KtoConfig
+    config: KtoConfig
     summary = "preference tuning from unpaired good/bad labels (trl KTOTrainer)"
     tasks = frozenset({"unpaired_preference", "preference"})
 

@@ -40,6 +40,7 @@ def orpo_classes():
 class Orpo(TrlMethod):
     name = "orpo"
     Config = OrpoConfig
+    config: OrpoConfig
     summary = "odds-ratio preference optimisation, no reference model (trl.experimental ORPOTrainer)"
     uses_reference = False
     pair_score = "odds"

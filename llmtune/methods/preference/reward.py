@@ -26,6 +26,7 @@ class RewardConfig(MethodConfig):
 class Reward(TrlMethod):
     name = "reward"
     Config = RewardConfig
+    config: RewardConfig
     summary = "reward model (one-score sequence classifier) on preference pairs (trl RewardTrainer)"
     model_kind = "reward"
     uses_reference = False

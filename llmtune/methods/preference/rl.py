@@ -91,6 +91,7 @@ class RlConfig(MethodConfig):
 class Rl(TrlMethod):
     name = "rl"
     Config = RlConfig
+    config: RlConfig
     summary = "online RL (GRPO or RLOO) against a reward model run or a reward function (trl)"
     tasks = frozenset({"prompts"})
     pair_score = None  # no pairs: evaluated by sampling and scoring replies (_rl_eval.py)

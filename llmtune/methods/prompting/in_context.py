@@ -20,6 +20,7 @@ class InContextConfig(MethodConfig):
 class InContext(Method):
     name = "in-context"
     Config = InContextConfig
+    config: InContextConfig
     summary = "nothing trains: a causal LM answers from prompts (eval.shots, eval.templates, eval.verbalizers)"
     tasks = frozenset({"classification", "sft"})
     trains_itself = True

@@ -62,6 +62,7 @@ class PrefixConfig(MethodConfig):
 class Prefix(Method):
     name = "prefix"
     Config = PrefixConfig
+    config: PrefixConfig
     summary = "learned key/value prefixes at every attention layer (optional MLP reparameterisation)"
     virtual_tokens_at = "attention"
 

@@ -63,6 +63,7 @@ class SoftPromptConfig(MethodConfig):
 class SoftPrompt(Method):
     name = "soft-prompt"
     Config = SoftPromptConfig
+    config: SoftPromptConfig
     summary = "learned virtual tokens before the input: prompt tuning, or p-tuning with an MLP/LSTM encoder"
     virtual_tokens_at = "input"
     peft_form = True

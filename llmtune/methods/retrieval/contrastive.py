@@ -69,6 +69,7 @@ class ContrastiveConfig(MethodConfig):
 class Contrastive(Method):
     name = "contrastive"
     Config = ContrastiveConfig
+    config: ContrastiveConfig
     summary = "a retrieval encoder from query/passage pairs: in-batch negatives (+ mined), full or LoRA"
     tasks = frozenset({"retrieval"})
     can_merge = True

@@ -26,6 +26,7 @@ class FrozenHeadConfig(MethodConfig):
 class FrozenHead(Method):
     name = "frozen-head"
     Config = FrozenHeadConfig
+    config: FrozenHeadConfig
     summary = "frozen body, new head trains (optionally the last N blocks too)"
     can_merge = True  # nothing to fold in: the body stays a plain transformers model
 

@@ -17,6 +17,7 @@ class FullConfig(MethodConfig):
 class Full(Method):
     name = "full"
     Config = FullConfig
+    config: FullConfig
     summary = "complete finetuning: every weight trains"
     can_merge = True  # nothing to fold in: the trained body is already a plain model
 
