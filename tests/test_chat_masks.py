@@ -94,11 +94,15 @@ def test_wrong_generation_markers_fall_back_to_verified_renderings():
 
 
 def test_refused_chat_row_ends_training_with_exit_2_naming_the_row(cli, write_recipe, tmp_path):
+    from transformers import AutoModelForCausalLM
+
     from llmtune.models.builtin import tiny_config
 
+    # A real model folder (config, weights, tokenizer): validate refuses one without a model in it.
     tok = fixture_tokenizer("qwen3")
     tok.save_pretrained(tmp_path / "qwen3-style")
-    tiny_config("tiny-llama", vocab_size=len(tok)).save_pretrained(tmp_path / "qwen3-style")  # a model folder
+    AutoModelForCausalLM.from_config(tiny_config("tiny-llama", vocab_size=len(tok))).save_pretrained(
+        tmp_path / "qwen3-style")
     good = {"messages": TWO_TURNS[:2]}
     bad = {"messages": [TWO_TURNS[0], {"role": "assistant", "content": "<think>\nadd\n</think>\n\nFour."},
                         *TWO_TURNS[2:]]}
