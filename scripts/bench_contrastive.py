@@ -45,6 +45,8 @@ HYPER = {"epochs": 3, "batch_size": 32, "lr": 2.0e-5, "lora_lr": 5.0e-4, "warmup
 training half alone) replaces lr; LoRA takes lora_lr."""
 LORA = {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "key", "value", "dense"]}
 TUNE_LRS = (2.0e-5, 1.0e-4)
+HARD_SKIP = 3
+"""Mined negatives skip the 3 highest-ranked non-positives (often relevant but unjudged)."""
 
 
 def prepare(out: Path, cranfield: Path, seed: int = 0) -> dict:
@@ -125,19 +127,20 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 def recipe(out: Path, name: str, *, model: str = "minilm", lora: bool = False, evaluate: bool = True,
            store: str | None = None, search: str = "dense", pairs: str = "pairs_train", queries: str = "queries_test",
-           lr: float | None = None) -> Path:
+           lr: float | None = None, hard_negatives: int = 0) -> Path:
     import yaml
 
     data = out / "data"
     h = HYPER
     r = {"model": {"name": model},
          "data": {"task": "retrieval", "train": str(data / f"{pairs}.jsonl"), "max_length": 256},
-         "method": {"name": "contrastive", **({"lora": LORA} if lora else {})},
+         "method": {"name": "contrastive", **({"lora": LORA} if lora else {}),
+                    **({"hard_negatives": hard_negatives, "hard_negatives_skip": HARD_SKIP} if hard_negatives else {})},
          "train": {"epochs": h["epochs"], "batch_size": h["batch_size"],
                    "lr": lr or (h["lora_lr"] if lora else h["lr"]), "warmup_ratio": h["warmup_ratio"],
                    "seed": h["seed"], "log_every": 5},
          "eval": {"batch_size": 64, "search": search, **({"store": store} if store else {})}}
-    if evaluate:
+    if evaluate or hard_negatives:  # mining reads the collection (the test queries are not used for it)
         r["data"]["eval"] = str(data / f"{queries}.jsonl")
         r["data"]["retrieval"] = {"documents": str(data / "documents.jsonl"), "qrels": str(data / "qrels.tsv")}
     path = out / "recipes" / f"{name}.yaml"
@@ -209,11 +212,12 @@ def eval_sets(out: Path) -> list[str]:
             f"data.retrieval.documents={data / 'documents.jsonl'}", "--set", f"data.retrieval.qrels={data / 'qrels.tsv'}"]
 
 
-def step_train(out: Path, name: str, lora: bool) -> dict:
+def step_train(out: Path, name: str, lora: bool, hard_negatives: int = 0) -> dict:
     """llmtune's loop: train (no eval in the process), then score the run."""
     logs, run_dir = out / "logs", out / "runs" / name
-    cost = run(llmtune("train", str(recipe(out, f"{name}-train", lora=lora, evaluate=False)), "--output",
-                       str(run_dir), "--overwrite"), logs / f"{name}-train.log")
+    cost = run(llmtune("train", str(recipe(out, f"{name}-train", lora=lora, evaluate=False,
+                                           hard_negatives=hard_negatives)), "--output", str(run_dir), "--overwrite"),
+               logs / f"{name}-train.log")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     scores = eval_json(run_dir, logs / f"{name}-eval.log", *eval_sets(out))
     return {**cost, "train_seconds": manifest["train_seconds"], "steps": manifest["steps"],
@@ -260,15 +264,24 @@ def step_store(out: Path, encoder: str, search: str) -> dict:
                               "--set", f"eval.store={store}", "--set", f"eval.search={search}")}
 
 
-STEPS = {**{f"tune-lr{lr:g}": (lambda lr: lambda out: step_tune(out, lr))(lr) for lr in TUNE_LRS},
+def step_tune_base(out: Path) -> dict:
+    """The shipped MiniLM on the inner dev quarter: what the tuning runs start from."""
+    target = recipe(out, "tune-base", pairs="pairs_tune", queries="queries_dev")
+    return {"lr": 0.0, "eval": eval_json(target, out / "logs" / "tune-base.log")}
+
+
+STEPS = {"tune-base": step_tune_base,
+         **{f"tune-lr{lr:g}": (lambda lr: lambda out: step_tune(out, lr))(lr) for lr in TUNE_LRS},
          "base": step_base, "llmtune": lambda out: step_train(out, "llmtune", False),
          "lora": lambda out: step_train(out, "lora", True), "st": step_st,
+         "hardneg": lambda out: step_train(out, "hardneg", False, hard_negatives=1),
          **{f"{search}-base": (lambda m: lambda out: step_store(out, "base", m))(search)
             for search in ("bm25", "hybrid", "dense")},
          **{f"{search}-llmtune": (lambda m: lambda out: step_store(out, "llmtune", m))(search)
             for search in ("hybrid", "dense")}}
 LABELS = {"base": "dense, MiniLM as shipped (before)", "llmtune": "dense, contrastive full (llmtune loop)",
           "lora": "dense, contrastive LoRA r16 (llmtune loop)", "st": "dense, sentence-transformers trainer",
+          "hardneg": "dense, contrastive full + 1 mined hard negative (skip 3)",
           "bm25-base": "bm25 (store)", "hybrid-base": "hybrid, MiniLM as shipped (store)",
           "dense-base": "dense, MiniLM as shipped (store, HNSW)",
           "hybrid-llmtune": "hybrid, contrastive full (store)", "dense-llmtune": "dense, contrastive full (store, HNSW)"}
@@ -298,7 +311,8 @@ def table(out: Path, names: list[str]) -> str:
                      f"{cost[0]} | {cost[1]} |")
     if tuned:
         lines += ["", "| lr (inner split of the training half) | dev nDCG@10 |", "| --- | --- |"]
-        lines += [f"| {t['lr']:g} | {t['eval']['ndcg@10']:.4f} |" for t in tuned]
+        lines += [f"| {t['lr']:g} | {t['eval']['ndcg@10']:.4f} |" if t["lr"] else
+                  f"| (untrained) | {t['eval']['ndcg@10']:.4f} |" for t in tuned]
     return "\n".join(lines)
 
 

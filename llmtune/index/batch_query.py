@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 BATCH = 64
 """Queries per search request (and per flush of --out)."""
+LOG_EVERY = 640
+"""Without a terminal (no progress bar), a log line every this many queries."""
 
 
 @dataclass
@@ -93,6 +95,10 @@ def run_batch(retriever: "Retriever", queries: list[Query], out: Path, *, k: int
                 writer.append([_row(q, hits, mode, per) for q, hits in zip(part, found)])
                 writer.flush()
                 advance(len(part))
+                done = start + len(part)
+                if not reporter.interactive and (done % LOG_EVERY == 0 or done == len(todo)):
+                    rate = done / max(time.perf_counter() - t0, 1e-9)
+                    reporter.log(f"query: {done} of {len(todo)} searched ({rate:.1f} queries/s)")
     seconds = time.perf_counter() - t0
     return {"queries": len(queries), "searched": len(todo), "kept": len(queries) - len(todo), "out": str(out),
             "mode": mode, "per": per, "k": k, "seconds": round(seconds, 3),
