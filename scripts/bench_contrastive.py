@@ -127,7 +127,7 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 def recipe(out: Path, name: str, *, model: str = "minilm", lora: bool = False, evaluate: bool = True,
            store: str | None = None, search: str = "dense", pairs: str = "pairs_train", queries: str = "queries_test",
-           lr: float | None = None, hard_negatives: int = 0) -> Path:
+           lr: float | None = None, hard_negatives: int = 0, epochs: int | None = None) -> Path:
     import yaml
 
     data = out / "data"
@@ -136,7 +136,7 @@ def recipe(out: Path, name: str, *, model: str = "minilm", lora: bool = False, e
          "data": {"task": "retrieval", "train": str(data / f"{pairs}.jsonl"), "max_length": 256},
          "method": {"name": "contrastive", **({"lora": LORA} if lora else {}),
                     **({"hard_negatives": hard_negatives, "hard_negatives_skip": HARD_SKIP} if hard_negatives else {})},
-         "train": {"epochs": h["epochs"], "batch_size": h["batch_size"],
+         "train": {"epochs": epochs or h["epochs"], "batch_size": h["batch_size"],
                    "lr": lr or (h["lora_lr"] if lora else h["lr"]), "warmup_ratio": h["warmup_ratio"],
                    "seed": h["seed"], "log_every": 5},
          "eval": {"batch_size": 64, "search": search, **({"store": store} if store else {})}}
@@ -239,13 +239,13 @@ def step_base(out: Path) -> dict:
     return {"eval": eval_json(recipe(out, "base"), out / "logs" / "base-eval.log")}
 
 
-def step_tune(out: Path, lr: float) -> dict:
+def step_tune(out: Path, lr: float, name: str | None = None, **options) -> dict:
     """Train on the inner training quarter, score on the inner dev quarter (no test query)."""
-    name = f"tune-lr{lr:g}"
+    name = name or f"tune-lr{lr:g}"
     run_dir = out / "runs" / name
-    cost = run(llmtune("train", str(recipe(out, name, pairs="pairs_tune", queries="queries_dev", lr=lr)),
+    cost = run(llmtune("train", str(recipe(out, name, pairs="pairs_tune", queries="queries_dev", lr=lr, **options)),
                        "--output", str(run_dir), "--overwrite"), out / "logs" / f"{name}.log")
-    return {**cost, "lr": lr, "eval": json.loads((run_dir / "manifest.json").read_text())["final_eval"]}
+    return {**cost, "lr": lr, "setting": name, "eval": json.loads((run_dir / "manifest.json").read_text())["final_eval"]}
 
 
 def step_store(out: Path, encoder: str, search: str) -> dict:
@@ -272,6 +272,8 @@ def step_tune_base(out: Path) -> dict:
 
 STEPS = {"tune-base": step_tune_base,
          **{f"tune-lr{lr:g}": (lambda lr: lambda out: step_tune(out, lr))(lr) for lr in TUNE_LRS},
+         "tune-hardneg": lambda out: step_tune(out, HYPER["lr"], "tune-hardneg", hard_negatives=1),
+         "tune-epochs10": lambda out: step_tune(out, HYPER["lr"], "tune-epochs10", epochs=10),
          "base": step_base, "llmtune": lambda out: step_train(out, "llmtune", False),
          "lora": lambda out: step_train(out, "lora", True), "st": step_st,
          "hardneg": lambda out: step_train(out, "hardneg", False, hard_negatives=1),
@@ -310,9 +312,9 @@ def table(out: Path, names: list[str]) -> str:
                      f"{ev['map@10']:.4f} | {ev['recall@10']:.4f} | {ev['recall@100']:.4f} | {ev['mrr']:.4f} | "
                      f"{cost[0]} | {cost[1]} |")
     if tuned:
-        lines += ["", "| lr (inner split of the training half) | dev nDCG@10 |", "| --- | --- |"]
-        lines += [f"| {t['lr']:g} | {t['eval']['ndcg@10']:.4f} |" if t["lr"] else
-                  f"| (untrained) | {t['eval']['ndcg@10']:.4f} |" for t in tuned]
+        lines += ["", "| setting (inner split of the training half) | lr | dev nDCG@10 |", "| --- | --- | --- |"]
+        lines += [f"| {t.get('setting', 'untrained' if not t['lr'] else 'epochs 3')} | {t['lr']:g} | "
+                  f"{t['eval']['ndcg@10']:.4f} |" for t in tuned]
     return "\n".join(lines)
 
 
