@@ -90,6 +90,7 @@ def test_batch_query_writes_one_row_per_query_and_resumes_after_a_kill(store, cl
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert summary["searched"] == 8 and [r["line"] for r in rows] == list(range(1, 9))
     assert rows[0]["id"] == "q0" and rows[0]["per"] == "document" and len(rows[0]["hits"]) == 3
+    assert "query: 8 of 8 searched (" in res.err  # no terminal: plain progress lines instead of a bar
     assert all(h["locator"].startswith("id=d") and h["chunks"] for h in rows[0]["hits"])
     # A kill after three rows, mid-way through the fourth: the torn line goes, the rest is redone.
     whole = out.read_text().splitlines(keepends=True)
@@ -97,6 +98,7 @@ def test_batch_query_writes_one_row_per_query_and_resumes_after_a_kill(store, cl
     res = cli(*args, "--json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["kept"] == 3 and out.read_text() == "".join(whole)
+    assert "query: 5 of 5 searched (" in res.err
 
 
 @pytest.mark.parametrize("line, message", [
@@ -187,3 +189,17 @@ def test_a_retrieval_run_is_the_stores_encoder_and_a_classifier_is_refused(tmp_p
     assert cli("train", sst, "--output", tmp_path / "cls").code == 0
     res = cli("index", data / "documents.jsonl", "--store", tmp_path / "cls.db", "--encoder", tmp_path / "cls")
     assert res.code == 2 and "not a retrieval encoder" in res.err and "a retrieval encoder maps queries" in res.err
+
+
+def test_single_query_per_chunk_and_per_document(store, cli):
+    path, _ = store
+    chunks = json.loads(cli("query", "--store", path, "lava crater", "-k", "3", "--per", "chunk", "--json").out)
+    assert chunks["per"] == "chunk" and len(chunks["hits"]) == 3 and "chunks" not in chunks["hits"][0]
+    docs = json.loads(cli("query", "--store", path, "lava crater", "-k", "20", "--json").out)["hits"]
+    # 12 documents in 13 chunks: -k 20 documents gives each document once, its chunks inside.
+    assert len(docs) == 12 and len({d["document"] for d in docs}) == 12
+    assert sum(len(d["chunks"]) for d in docs) == 13
+    res = cli("query", "--store", path, "lava", "--per", "page")
+    assert res.code == 2 and "choose document or chunk" in res.err
+    res = cli("query", "--store", path, "--input", path.parent / "data" / "queries.jsonl")
+    assert res.code == 2 and "--input FILE with --out FILE" in res.err

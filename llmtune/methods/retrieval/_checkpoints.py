@@ -19,6 +19,7 @@ def save(folder: Path, step: int, model, optimizer, scheduler, keep: int) -> Pat
 
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step}"
+    # A folder, so not llmtune.atomic (files only): filled under a temporary name, renamed whole.
     tmp = folder / f".step-{step}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
