@@ -45,6 +45,7 @@ def main() -> None:
             seconds = time.perf_counter() - started
             drift, conversion = result["parity"]["drift"], result["parity"]["conversion"]
             rows.append({"run": run.name, "quant": quant, "mib": round(result["bytes"] / 2**20, 1),
+                         "mean_kl": drift["mean_kl"], "max_kl": drift["max_kl"],
                          "drift_relative": drift["relative"], "drift_max_abs": drift["max_abs_logit_diff"],
                          "top1": drift["top1_agreement"], "conversion_relative": conversion["relative"],
                          "positions": drift["positions"], "export_s": round(seconds, 1)})
@@ -53,8 +54,9 @@ def main() -> None:
 
 
 def _line(row: dict) -> str:
-    return (f"{row['run']:<24} {row['quant']:<5} {row['mib']:>7} MiB  drift {row['drift_relative']:.4f} "
-            f"(max |d| {row['drift_max_abs']:.4f})  top-1 {row['top1']:.1%}  conversion "
+    return (f"{row['run']:<24} {row['quant']:<5} {row['mib']:>7} MiB  KL mean {row['mean_kl']:.2e} max "
+            f"{row['max_kl']:.2e}  max |d| {row['drift_max_abs']:.4f} ({row['drift_relative']:.4f} of std)  "
+            f"top-1 {row['top1']:.1%}  conversion "
             f"{row['conversion_relative']:.1e}  {row['positions']} positions  {row['export_s']} s")
 
 

@@ -69,11 +69,15 @@ class Comparison:
     """The largest |logit difference| over every prompt, position and vocabulary entry."""
     relative: float = 0.0
     """The largest, over prompts, of that prompt's max |difference| / std of its reference logits."""
+    mean_kl: float = 0.0
+    """KL(run || file) of the next-token distributions, in nats, averaged over positions."""
+    max_kl: float = 0.0
     top1_agree: float = 1.0
     positions: int = 0
 
     def figures(self) -> dict[str, Any]:
         return {"max_abs_logit_diff": round(self.max_abs, 6), "relative": round(self.relative, 6),
+                "mean_kl": round(self.mean_kl, 8), "max_kl": round(self.max_kl, 6),
                 "top1_agreement": round(self.top1_agree, 4), "positions": self.positions}
 
 
@@ -123,13 +127,18 @@ def logits_of(model, prompts: list[list[int]]) -> list:
 
 
 def compare_logits(reference: list, candidate, prompts: list[list[int]]) -> Comparison:
-    result, agree = Comparison(), 0
+    result, agree, kl_sum = Comparison(), 0, 0.0
     for a, b in zip(reference, logits_of(candidate, prompts)):
         diff = (a - b).abs().max().item()
         result.max_abs = max(result.max_abs, diff)
         result.relative = max(result.relative, diff / max(a.std().item(), 1e-12))
+        p, q = a.log_softmax(-1), b.log_softmax(-1)
+        kl = (p.exp() * (p - q)).sum(-1).clamp_min(0)
+        kl_sum += kl.sum().item()
+        result.max_kl = max(result.max_kl, kl.max().item())
         agree += int((a.argmax(-1) == b.argmax(-1)).sum())
         result.positions += a.shape[0]
+    result.mean_kl = kl_sum / max(result.positions, 1)
     result.top1_agree = agree / max(result.positions, 1)
     return result
 
@@ -187,10 +196,11 @@ def _problems(conversion: Comparison, drift: Comparison, token_mismatches: list[
         problems.append(f"the file's logits differ from the merged model's with the same rounding by "
                         f"{conversion.max_abs:.4g} ({conversion.relative:.3g} of the logits' spread; allowed "
                         f"{CONVERSION_TOLERANCE:g}): a tensor or key was written wrongly")
-    if drift.relative > TOLERANCES[quant]:
-        problems.append(f"the file's logits differ from the run's by {drift.max_abs:.4g} ({drift.relative:.3g} of "
-                        f"their spread; allowed {TOLERANCES[quant]:g} for {quant}); top-1 tokens agree at "
-                        f"{drift.top1_agree:.1%} of {drift.positions} positions")
+    if drift.mean_kl > TOLERANCES[quant]:
+        problems.append(f"the file's next-token distributions differ from the run's by a mean KL divergence of "
+                        f"{drift.mean_kl:.3g} nats (allowed {TOLERANCES[quant]:g} for {quant}; max |logit difference| "
+                        f"{drift.max_abs:.4g}); top-1 tokens agree at {drift.top1_agree:.1%} of {drift.positions} "
+                        f"positions")
     if token_mismatches:
         problems.append(f"the tokenizer read back from the file splits {len(token_mismatches)} sample string(s) "
                         f"differently from the run's, e.g. {token_mismatches[0]!r}")
