@@ -41,6 +41,38 @@ def lora_run(tmp_path_factory) -> Path:
     return root / "lora-run"
 
 
+@pytest.fixture(scope="module")
+def other_runs(tmp_path_factory) -> dict[str, Path]:
+    """A full finetune (final/ holds the whole model) and a DPO policy trained with LoRA (trl's
+    adapter, merged by the policy's own merge), a couple of steps each."""
+    import torch
+
+    from llmtune.recipe.load import load_recipe, recipe_from_dict
+    from llmtune.train.session import run_recipe
+
+    root = tmp_path_factory.mktemp("gguf-other-runs")
+    full = {"model": {"name": "tiny-llama"},
+            "data": {"task": "sft", "train": {"path": str(DATA / "alpaca_tiny.json"), "limit": 8},
+                     "max_length": 48, "eval_fraction": 0.0},
+            "method": {"name": "full"}, "train": {"max_steps": 2, "batch_size": 4, "lr": 2e-3, "log_every": 2}}
+    recipes = {"full": recipe_from_dict(full),
+               "dpo": load_recipe(ROOT / "recipes" / "dpo-tiny-sharegpt-lora.yaml",
+                                  ["train.max_steps=2", "data.eval_fraction=0.0"])}
+    with pytest.MonkeyPatch.context() as mp, torch.random.fork_rng():
+        mp.setenv("LLMTUNE_CACHE", str(root / "cache"))
+        torch.set_num_threads(1)
+        for name, loaded in recipes.items():
+            run_recipe(loaded, Reporter(quiet=True), output=root / name)
+    return {name: root / name for name in recipes}
+
+
+@pytest.mark.parametrize("name", ["full", "dpo"])
+def test_full_runs_and_lora_policies_export(other_runs, tmp_path, name):
+    result = _export(other_runs[name], tmp_path / "out", "q8_0")
+    assert result["parity"]["conversion"]["relative"] <= 1e-5 and result["parity"]["tokenizer_mismatches"] == []
+    assert result["method"] == name and (tmp_path / "out" / result["file"]).is_file()
+
+
 def _export(run: Path, out: Path, quant: str) -> dict:
     from llmtune.runs.export_gguf import export_gguf
 

@@ -78,6 +78,11 @@ def refuse_unexportable(target: Target, run_dir: Path, out: Path) -> None:
                         f"scores text and generates none, so it has no GGUF form. Export it with "
                         f"`llmtune export {run_dir} --out {out}` (a transformers folder), or use it as the reward "
                         f"model of an rl recipe")
+    if kind == "encoder":
+        raise UserError(f"{run_dir} holds a sentence encoder trained for retrieval, not a causal LM: it embeds "
+                        f"text and generates none, so llama.cpp and Ollama have nothing to run. Export it with "
+                        f"`llmtune export {run_dir} --out {out}` (a transformers folder) or use it as "
+                        f"`llmtune index --encoder {run_dir}`")
     if not method.can_merge:
         mergeable = sorted(n for n, m in all_methods().items() if m.can_merge and set(m.tasks) - {"classification"})
         raise UserError(f"method {method.name!r} cannot be folded into the base weights (what it trains is extra "

@@ -104,9 +104,16 @@ def _decoder_keys(w, config, rope_dims: bool) -> None:
 
 
 def _rope_problems(config) -> list[str]:
+    """What a Llama-family config may hold that neither the keys written here nor transformers'
+    reader carry: rope scaling, another activation, a sliding window."""
     params = getattr(config, "rope_parameters", None) or {}
     kind = params.get("rope_type", "default")
-    return [] if kind == "default" else [f"rope scaling {kind!r} (only plain rotary embeddings are written)"]
+    problems = [] if kind == "default" else [f"rope scaling {kind!r} (only plain rotary embeddings are written)"]
+    if getattr(config, "hidden_act", "silu") != "silu":
+        problems.append(f"hidden_act {config.hidden_act!r} (llama.cpp's Llama-family blocks use SiLU)")
+    if getattr(config, "use_sliding_window", False):
+        problems.append("use_sliding_window: true (no sliding window is written)")
+    return problems
 
 
 def _llama_problems(config) -> list[str]:

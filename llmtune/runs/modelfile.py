@@ -158,7 +158,7 @@ def chat_template(tok) -> Template:
 
 def plain_template(tok, prompt_template: str) -> Template:
     """The prompt a `prompt_style: plain` run was trained on, the user's message as the instruction."""
-    from llmtune.data.encode import render_alpaca_prompt
+    from llmtune.data.prompt_style import render_alpaca_prompt
 
     text = render_alpaca_prompt(prompt_template, _MARK, "")
     body = "{{ .Prompt }}".join(_go_text(piece) for piece in text.split(_MARK))
