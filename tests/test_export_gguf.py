@@ -95,6 +95,9 @@ def test_every_type_reads_back_and_matches_the_run(lora_run, tmp_path, quant):
     reader = gguf.GGUFReader(tmp_path / "out" / result["file"])
     kinds = {t.name: t.tensor_type.name for t in reader.tensors}
     assert kinds["blk.0.attn_q.weight"] == quant.upper() and kinds["blk.0.attn_norm.weight"] == "F32"
+    # 4- and 5-bit types keep the embedding and output matrices in q8_0, as llama.cpp's quantizer does
+    wider = "Q8_0" if quant[1] in "45" else quant.upper()
+    assert kinds["token_embd.weight"] == kinds["output.weight"] == wider
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Modelfile", "llmtune.json", result["file"]]
 
 

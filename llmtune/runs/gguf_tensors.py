@@ -8,9 +8,10 @@ halves apart), and GPT-2's Conv1D weights are stored transposed. Names come from
 package's tensor map.
 
 Quantization: 1-D tensors (norms, biases) stay float32, as llama.cpp's own converter keeps
-them; every 2-D weight is stored in the chosen type, or in float16 when its rows do not
-split into the type's blocks. `rounded` keeps what each stored weight holds once read back,
-in transformers' layout, so the parity check can tell conversion errors from rounding.
+them; every 2-D weight is stored in the chosen type (the embedding and output matrices of the
+4- and 5-bit types in q8_0), or in float16 when its rows do not split into the type's blocks.
+`rounded` keeps what each stored weight holds once read back, in transformers' layout, so the
+parity check can tell conversion errors from rounding.
 """
 
 from __future__ import annotations
@@ -248,6 +249,12 @@ def _arch_enum(gguf_name: str) -> str:
     return next(k.name for k, v in gguf.MODEL_ARCH_NAMES.items() if v == gguf_name)
 
 
+# The embedding and output matrices of the 4- and 5-bit types are stored as q8_0 (llama.cpp's
+# quantizer likewise keeps the output matrix wider, in q6_k): every logit goes through the output
+# matrix (the embedding itself when tied, as in SmolLM2), and 4 bits there cost most of the drift.
+_WIDER = ("token_embd.weight", "output.weight")
+
+
 def _kind(array, quant: str, name: str, written: Written) -> str:
     """The GGUF type this array is stored in."""
     import gguf
@@ -255,6 +262,8 @@ def _kind(array, quant: str, name: str, written: Written) -> str:
     if array.ndim < 2 or quant == "f32":
         return "F32"
     kind = QUANT_TYPES[quant][0]
+    if kind in ("Q5_1", "Q5_0", "Q4_1", "Q4_0") and name in _WIDER:
+        kind = "Q8_0"
     block = gguf.GGML_QUANT_SIZES[getattr(gguf.GGMLQuantizationType, kind)][0]
     if array.shape[-1] % block:
         written.fallback_f16.append(name)
