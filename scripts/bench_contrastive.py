@@ -20,7 +20,7 @@ of the whole training process (loading, training, saving; no evaluation in it: t
 recipes carry no data.eval). nDCG@10 comes with a 95% bootstrap interval over the test
 queries, and each row's paired interval of its difference to `base`.
 
-  flock -x /work/locks/cpu.lock .venv/bin/python scripts/bench_contrastive.py --out /tmp/cran-proof
+  /work/locks/exclusive .venv/bin/python scripts/bench_contrastive.py --out /tmp/cran-proof
   (steps already done are skipped: a step's results file is its marker; --only NAME[,NAME] reruns some)
 """
 
