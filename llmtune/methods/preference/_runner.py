@@ -123,7 +123,8 @@ def final_eval(job, method, trainer, tok, rows: list[dict]) -> dict:
     from llmtune.methods.preference._pair_eval import preference_eval
 
     if method.pair_score is None:  # online RL: trl's own evaluation (sampled rewards)
-        return clean_eval(trainer.evaluate())  # RunCallback logs it
+        # handed over here: trl holds the eval rows only when train.eval_every asked for them
+        return clean_eval(trainer.evaluate(eval_dataset=to_dataset(rows)))  # RunCallback logs it
     reference = getattr(trainer, "ref_model", None)
     if reference is None and not hasattr(trainer.model, "disable_adapter"):
         # a full finetune whose reference log-probs trl precomputed: the base again, frozen
