@@ -132,3 +132,12 @@ class TrlMethod(Method):
         from peft import get_peft_model
 
         return get_peft_model(body, config)
+
+
+def precompute_possible() -> bool:
+    """trl's precompute pass (1.16) writes the reference log-probabilities into rank 0's
+    temporary datasets cache, which the other ranks cannot open for in-memory rows
+    (FileNotFoundError, then a hang): with several processes the reference runs per step."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field
 
 from llmtune.methods.base import MethodConfig
-from llmtune.methods.preference.base import TrlMethod
+from llmtune.methods.preference.base import TrlMethod, precompute_possible
 from llmtune.methods.preference.options import PeftSection
 from llmtune.methods.registry import register_method
 
@@ -31,7 +31,8 @@ class DpoConfig(MethodConfig):
     """Compute the reference model's log-probabilities of every training and eval row once,
     before training (trl's precompute pass), instead of a reference forward at every step and
     every evaluation: with several epochs or evaluations the reference runs once per row, and
-    a full finetune keeps no frozen copy in memory while it trains."""
+    a full finetune keeps no frozen copy in memory while it trains. Single-process runs only: under
+    several processes the reference runs per step (trl's pass cannot share its result)."""
     peft: PeftSection | None = None
     """LoRA options to train adapters only (the frozen base is then the reference); null
     trains every weight against a frozen copy."""
@@ -54,11 +55,11 @@ class Dpo(TrlMethod):
         c = self.config
         return DPOConfig, {"beta": c.beta, "loss_type": [c.loss_type], "label_smoothing": c.label_smoothing,
                            "max_length": recipe.data.max_length, "truncation_mode": truncation_mode(recipe),
-                           "precompute_ref_log_probs": c.precompute_ref_log_probs}
+                           "precompute_ref_log_probs": self.precomputes_reference}
 
     @property
     def precomputes_reference(self) -> bool:
-        return self.config.precompute_ref_log_probs
+        return self.config.precompute_ref_log_probs and precompute_possible()
 
     def build_trainer(self, setup, model, tok, train, eval, args, callbacks, ref_model):
         from trl import DPOTrainer
