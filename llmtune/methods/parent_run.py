@@ -22,13 +22,13 @@ import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import yaml
 
+from llmtune.atomic import exclusive_lock
 from llmtune.cache_root import cache_root
 from llmtune.errors import UserError
 from llmtune.models.run_source import is_run_dir
@@ -111,7 +111,7 @@ def merged_folder(run_dir: Path) -> Path:
     key = run_key(parent)
     folder = cache_root() / "runs" / key
     if not _complete(folder):
-        with _exclusive(folder.parent / f"{key}.lock"):
+        with exclusive_lock(folder.parent / f"{key}.lock"):
             if not _complete(folder):  # another process may have merged it while we waited
                 _write(parent, key, folder)
     _memo[memo] = folder
@@ -183,21 +183,6 @@ def _complete(folder: Path) -> bool:
     except (OSError, ValueError):
         return False
 
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): the rename below still keeps the cache whole
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _write(parent: ParentRun, key: str, folder: Path) -> None:

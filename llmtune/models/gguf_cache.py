@@ -20,11 +20,11 @@ import re
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
 from llmtune.errors import UserError
+from llmtune.atomic import exclusive_lock
 from llmtune.cache_root import cache_root as llmtune_cache_root
 
 SMOLLM2 = "smollm2-135m"
@@ -86,7 +86,7 @@ def converted_folder(name: str) -> Path:
     digest = file_sha256(source)
     folder = cache_root() / digest[:32]
     if not _is_complete(folder):
-        with _exclusive(cache_root() / f"{digest[:32]}.lock"):
+        with exclusive_lock(cache_root() / f"{digest[:32]}.lock"):
             if not _is_complete(folder):  # another process may have finished while we waited
                 _convert_into(source, digest, folder)
     _resolved[memo] = folder
@@ -104,21 +104,6 @@ def read_marker(folder: Path) -> dict | None:
 def _is_complete(folder: Path) -> bool:
     return read_marker(folder) is not None
 
-
-@contextmanager
-def _exclusive(lock_path: Path):
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): the rename below still keeps the cache whole
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _convert_into(source: Path, digest: str, folder: Path) -> None:
