@@ -32,6 +32,27 @@ def replacing(path: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+@contextmanager
+def replacing_folder(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling folder name (not created; a killed run's leftover removed) to
+    fill; on success it replaces the folder `path` (an old one removed first), on an
+    exception it is removed and `path` is left as it was."""
+    import shutil
+
+    path = Path(path)
+    tmp = temp_name(path)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
 def write_bytes(path: Path, data: bytes) -> None:
     with replacing(path) as tmp:
         tmp.write_bytes(data)

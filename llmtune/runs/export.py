@@ -15,10 +15,10 @@ Two forms:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
+from llmtune.atomic import replacing_folder
 from llmtune.errors import UserError
 from llmtune.models.public_name import publish_base_name
 from llmtune.models.task_model import INFO_FILE, write_info
@@ -40,11 +40,7 @@ def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, report
     if merge and not method.can_merge:
         raise UserError(_cannot_merge(method, r.model.name, run_dir, out))
 
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with replacing_folder(out) as tmp:
         if merge:
             files, message = _write_merged(target, tmp, run_dir)
             form = "merged"
@@ -54,12 +50,6 @@ def export_run(run_dir: Path, out: Path, *, merge: bool, overwrite: bool, report
             message = _adapter_only_message(method, r.model.name, run_dir, final)
             if method.peft_form:
                 files, message = _add_peft_form(target, tmp, run_dir, message)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     reporter.log(message)
     return {"run_dir": str(run_dir), "out": str(out), "method": method.name, "form": form,
             "files": files, "message": message}

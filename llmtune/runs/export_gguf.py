@@ -11,13 +11,12 @@ figures) leaves nothing that looks like a finished export.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmtune.atomic import replacing_folder
 from llmtune.errors import UserError
 from llmtune.runs.export import _check_out, template_notes
 from llmtune.runs.gguf_tensors import Written, arch_for, check_quant, file_type, write_tensors
@@ -41,23 +40,14 @@ def export_gguf(run_dir: Path, out: Path, *, quant: str, overwrite: bool, report
     started = time.perf_counter()
     run = merged_model(target)
     name = f"{_safe_stem(run_dir)}-{quant}.gguf"
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with replacing_folder(out) as tmp:
+        tmp.mkdir()
         reporter.log(f"writing {name} ({quant}) from the {target.method.name} run {run_dir}")
         written, fields, report = write_checked(tmp / name, run, quant, reporter)
         template = _modelfile(tmp, name, target, run.tok, run.body.config, run_dir, quant)
         result = _result(run_dir, out, name, target, quant, written, fields, report, template,
                          time.perf_counter() - started, (tmp / name).stat().st_size)
         _write_info(tmp, target, result)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     reporter.log(result["message"])
     return result
 
