@@ -158,5 +158,9 @@ def demo_pairs(data: Path) -> tuple[list[dict], list[dict]]:
 
 
 def write(path: Path, rows: list[dict]) -> Path:
+    """One JSON object a line; llmtune reads a `.json` file as one document, so the name must
+    say `.jsonl`."""
+    if path.suffix != ".jsonl":
+        raise ValueError(f"{path.name}: rows are written as JSON lines; name the file .jsonl")
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

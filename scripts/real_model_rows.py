@@ -30,8 +30,8 @@ SFT_ROWS, SFT_STEPS, SFT_BATCH = 256, 32, 8
 
 def sft_recipe(t, method: dict, lr: float, rows: int = SFT_ROWS, steps: int = SFT_STEPS) -> dict:
     return {"model": MODEL,
-            "data": {"task": "sft", "train": t.file(f"topic_train_{rows}.json", D.topic_sft(D.agnews_train()[:rows])),
-                     "eval": t.file("topic_heldout.json", D.topic_sft(D.agnews_heldout())), "max_length": 256},
+            "data": {"task": "sft", "train": t.file(f"topic_train_{rows}.jsonl", D.topic_sft(D.agnews_train()[:rows])),
+                     "eval": t.file("topic_heldout.jsonl", D.topic_sft(D.agnews_heldout())), "max_length": 256},
             "method": method,
             "train": {"max_steps": steps, "batch_size": SFT_BATCH, "lr": lr, "warmup_ratio": 0.1, "log_every": 4,
                       "seed": SEED},
