@@ -172,10 +172,10 @@ def _result(run_dir: Path, out: Path, name: str, target: Target, quant: str, wri
     fallback = f"; {len(written.fallback_f16)} weight(s) kept in f16 (rows not a multiple of the block)" \
         if written.fallback_f16 else ""
     message = (f"GGUF export of {target.method.name} ({quant}, {size / 2**20:.1f} MiB) written to {out / name}, with "
-               f"an Ollama Modelfile; checked against the run on {report['prompts']} prompts: max |logit difference| "
-               f"{drift['max_abs_logit_diff']:.3g} ({drift['relative']:.3g} of the logits' spread, allowed "
-               f"{report['tolerance']['drift']:g}), top-1 agreement {drift['top1_agreement']:.1%}; tokenizer ids "
-               f"equal on every sample string{fallback}. "
+               f"an Ollama Modelfile; checked against the run on {report['prompts']} prompts: next-token mean KL "
+               f"divergence {drift['mean_kl']:.2g} nats (allowed {report['tolerance']['drift']:g}), max |logit "
+               f"difference| {drift['max_abs_logit_diff']:.3g}, top-1 agreement {drift['top1_agreement']:.1%}; "
+               f"tokenizer ids equal on every sample string{fallback}. "
                f"{template.note if template.text else 'Modelfile without TEMPLATE: ' + template.note}")
     return {"run_dir": str(run_dir), "out": str(out), "method": target.method.name, "form": "gguf",
             "format": "gguf", "quant": quant, "file": name, "bytes": size, "tensor_types": written.types,
