@@ -14,6 +14,7 @@ from pathlib import Path
 import yaml
 
 from llmtune.errors import UserError
+from llmtune.recipe.migrations import migrate
 from llmtune.report.fields import UNFINISHED
 
 FAILED = frozenset({"failed", "diverged"})
@@ -118,7 +119,10 @@ def _read_recipe(path: Path) -> dict:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"{path}: unreadable recipe ({exc}); the run directory is damaged") from None
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    migrate(data, str(path))  # keys renamed since read under their new names, so recipe diffs compare like with like
+    return data
 
 
 def read_runs(paths: list[Path]) -> list[RunRecord]:
