@@ -158,7 +158,7 @@ def test_batched_greedy_generation_equals_one_prompt_at_a_time():
     import torch
 
     from llmtune.evaluate.generation import generate_texts
-    from llmtune.recipe.schema import GenerationOptions
+    from llmtune.recipe.eval_section import GenerationOptions
 
     tok, model = _tok(), _causal()
     prompts = [tok(t, add_special_tokens=False)["input_ids"] for t in

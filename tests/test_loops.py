@@ -41,7 +41,7 @@ def test_generation_with_loop_stop_on_a_tiny_model():
     at the loop, with no repeated window left in it; without, it runs to the limit."""
     from llmtune.evaluate.generation import generate_texts
     from llmtune.models.load import load_body, load_tokenizer
-    from llmtune.recipe.schema import GenerationOptions
+    from llmtune.recipe.eval_section import GenerationOptions
 
     torch.manual_seed(0)
     tok = load_tokenizer("tiny-llama", False)

@@ -58,7 +58,7 @@ def test_a_run_as_the_model_is_its_base_with_the_training_merged_in(cli, write_r
 
 
 def test_retraining_the_parent_makes_a_new_merged_folder(cli, write_recipe, tmp_path, sft_run):
-    from llmtune.methods.parent_run import merged_folder
+    from llmtune.methods.parent_merge import merged_folder
 
     first = merged_folder(sft_run)
     assert merged_folder(sft_run) == first  # cached

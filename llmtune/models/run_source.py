@@ -3,7 +3,7 @@ trained folded in, so that one stage (supervised finetuning, say) can start the 
 
 Only a method knows how to fold what it saved into its base, and this floor may not import
 the methods. So the recipe loader (recipe/load.py, which every command that trains, evaluates
-or opens a run goes through) registers the function that does it (methods/parent_run.py);
+or opens a run goes through) registers the function that does it (methods/parent_merge.py);
 the loaders below only ask for the folder it returns. No torch here.
 """
 

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError, create_model
 
 from llmtune.errors import RecipeError
-from llmtune.methods import parent_run
+from llmtune.methods import parent_merge
 from llmtune.models.run_source import is_run_dir, register_merger
 from llmtune.recipe.local_paths import (DATA_SOURCES, RETRIEVAL_FILES, Problem, data_file_problems,
                                         model_folder_problems, resolve_data_path)
@@ -23,7 +23,7 @@ from llmtune.recipe.yaml_lines import line_for, load_yaml_value, load_yaml_with_
 # A finished run named as `model.name` loads as its base with what it trained merged in; the
 # loaders (models floor) may not import the methods, so every entry point that loads a recipe
 # hands them the merge here.
-register_merger(parent_run.merged_folder)
+register_merger(parent_merge.merged_folder)
 
 MAX_RECIPE_BYTES = 256 * 1024
 """A recipe is a few small sections: a larger file is a mistake (a data file passed as the

@@ -10,12 +10,13 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
+from llmtune.recipe import eval_section as e
 from llmtune.recipe import schema as s
 from llmtune.recipe.field_docs import field_docs
 
 SECTIONS = [("model", s.ModelSection), ("data", s.DataSection), ("data.train / data.eval", s.DataSource),
-            ("data.columns", s.Columns), ("train", s.TrainSection), ("eval", s.EvalSection),
-            ("eval.generation", s.GenerationOptions), ("output", s.OutputSection)]
+            ("data.columns", s.Columns), ("train", s.TrainSection), ("eval", e.EvalSection),
+            ("eval.generation", e.GenerationOptions), ("output", s.OutputSection)]
 
 
 def _type_name(annotation) -> str:

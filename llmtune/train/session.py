@@ -48,7 +48,7 @@ def run_recipe(loaded: LoadedRecipe, reporter: Reporter, *, output: Path | None 
     """Train what a loaded recipe describes into its run directory; returns the result.
     `store_demos`: the `Job.store_demos` the command hands down (methods/job.py)."""
     recipe, recipe_path = loaded.recipe, loaded.path
-    from llmtune.methods.parent_run import provenance as parent_provenance
+    from llmtune.methods.parent_merge import provenance as parent_provenance
     from llmtune.models.gguf_cache import provenance as model_provenance
     from llmtune.train.tracking import check_installed, start_tracking
 

@@ -10,9 +10,7 @@ every train.save_every steps, and a stop on SIGINT/SIGTERM after a checkpoint.
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
@@ -21,53 +19,8 @@ from llmtune.errors import UserError
 from llmtune.methods.job import Outcome
 from llmtune.methods.retrieval import _checkpoints
 from llmtune.methods.retrieval._batches import Row, pad, plan
-
-
-@dataclass
-class Texts:
-    """Distinct texts, tokenized once (special tokens included, cut at max_length)."""
-
-    ids: list[list[int]] = field(default_factory=list)
-    index: dict[str, int] = field(default_factory=dict)
-
-    def add(self, text: str) -> int:
-        if text not in self.index:
-            self.index[text] = len(self.index)
-        return self.index[text]
-
-
-def build_rows(tok, pairs, mined: dict[str, list[str]], max_length: int, side: str) -> tuple[Texts, list[Row]]:
-    texts = Texts()
-    rows = []
-    for p in pairs:
-        negatives = ([p.negative] if p.negative else []) + mined.get(p.query, [])
-        rows.append(Row(texts.add(p.query), texts.add(p.positive), [texts.add(n) for n in negatives]))
-    tok.truncation_side = side
-    texts.ids = tok(list(texts.index), truncation=True, max_length=max_length, return_attention_mask=False,
-                    return_token_type_ids=False, verbose=False)["input_ids"]
-    return texts, rows
-
-
-def schedule(optimizer, kind: str, total: int, warmup: int):
-    def factor(step: int) -> float:
-        if warmup and step < warmup:
-            return (step + 1) / warmup
-        done = (step - warmup) / max(1, total - warmup)
-        if kind == "constant":
-            return 1.0
-        if kind == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
-        return max(0.0, 1 - done)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def adamw(model, lr: float, weight_decay: float):
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]  # biases, norms: no decay
-    groups = [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0})
-              if g["params"]]
-    return torch.optim.AdamW(groups, lr=lr)
+from llmtune.methods.retrieval._optim import adamw, schedule
+from llmtune.methods.retrieval._texts import Texts, pairs_fingerprint, prepare
 
 
 class Trainer:
@@ -197,14 +150,14 @@ def train(job, method) -> Outcome:
     r, rep = job.recipe, job.reporter
     refuse_unsupported(r)
     torch.manual_seed(r.train.seed)
-    tok, pairs, body, texts, rows = _prepare(r, method, rep)
+    tok, pairs, body, texts, rows = prepare(r, method, rep)
     body = method.apply(body, causal=False)
     encoder = retrieval_encoder(tok, body, r, None)  # evaluations see the body as it trains
     trainer = Trainer(job, method, body, texts, rows, tok.pad_token_id or 0)
     trainable = sum(p.numel() for p in body.parameters() if p.requires_grad)
     total = sum(p.numel() for p in body.parameters())
     resumed = trainer.resume()
-    job.begin({"data_fingerprint": {"train": _pairs_fingerprint(pairs)}, "tokenizer_hash": tokenizer_fingerprint(tok),
+    job.begin({"data_fingerprint": {"train": pairs_fingerprint(pairs)}, "tokenizer_hash": tokenizer_fingerprint(tok),
                "trainable_parameters": trainable, "total_parameters": total, "total_steps": len(trainer.steps),
                "data_summary": {"pairs": len(rows), "texts": len(texts.index),
                                 "mined_negatives": method.config.hard_negatives}}, resumed_step=resumed)
@@ -227,37 +180,3 @@ def train(job, method) -> Outcome:
                    train_tokens=trainer.tokens, train_seconds=train_seconds if not resumed else None,
                    info={"pooling": r.model.pooling, "normalize": True},
                    manifest={"eval_seconds": final["embed_seconds"] + final["search_seconds"] if final else None})
-
-
-def _prepare(r, method, rep):
-    """(tokenizer, pairs, body on its device, tokenized texts, rows), hard negatives mined."""
-    from llmtune.data.retrieval import read_pairs
-    from llmtune.device import default_device
-    from llmtune.methods.retrieval._retrieval_eval import retrieval_encoder
-    from llmtune.models.load import load_body, load_tokenizer
-
-    m, cfg = r.model, method.config
-    tok = load_tokenizer(m.name, m.trust_remote_code, m.revision)
-    pairs = read_pairs(r.data.train, r.data.columns)
-    body = load_body(m.name, "retrieval", trust_remote_code=m.trust_remote_code, revision=m.revision,
-                     dtype=m.dtype).to(default_device())
-    mined = {}
-    if cfg.hard_negatives:
-        from llmtune.methods.retrieval._mining import mine
-
-        encoder = retrieval_encoder(tok, body, r, None)
-        mined = mine(encoder, r, pairs, cfg.hard_negatives, cfg.hard_negatives_skip, rep)
-    texts, rows = build_rows(tok, pairs, mined, r.data.max_length, r.data.truncation_side)
-    negatives = sum(len(x.negatives) for x in rows)
-    rep.log(f"data: {len(rows)} training pairs, {len(texts.index)} distinct texts"
-            f"{f', {negatives} negatives' if negatives else ''}")
-    return tok, pairs, body, texts, rows
-
-
-def _pairs_fingerprint(pairs) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for p in pairs:
-        digest.update(f"{p.query}\0{p.positive}\0{p.negative or ''}\n".encode())
-    return digest.hexdigest()[:16]
