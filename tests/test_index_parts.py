@@ -216,3 +216,59 @@ def test_a_long_text_is_cut_a_block_at_a_time_into_the_same_pieces(which, reques
     whole = [(p.start, p.end, p.ids) for p in Chunker(tok, 32, 8).split(text)]
     for block in (300, 1000, 4096):
         assert [(p.start, p.end, p.ids) for p in Chunker(tok, 32, 8).iter_split(text, block)] == whole, block
+
+
+@pytest.mark.parametrize("which", ["minilm_tok", "bytelevel_tok"])
+def test_a_text_read_in_parts_is_cut_into_the_same_pieces_as_the_whole_text(which, request):
+    """`iter_split_stream` gets the text in parts of any sizes (a file decoded as it is read), so
+    windows and their overlaps straddle both the parts and the tokenizer's blocks; the pieces
+    must be those of `split` over the whole text, each carrying its own text."""
+    import random
+
+    tok = request.getfixturevalue(which)
+    rng = random.Random(11)
+    words = ["wing", "flow", "naïve", "–", "shock", "boundary", "layer", "日本", "x=1.5,", "(drag)", "a" * 90]
+    text = "".join(rng.choice(words) + rng.choice([" ", " ", "  ", "\n", "\n\n", "\t"]) for _ in range(2500))
+    whole = [(p.start, p.end, p.ids) for p in Chunker(tok, 32, 8).split(text)]
+    assert sum(b[0] < a[1] for a, b in zip(whole, whole[1:])) > len(whole) // 2, "windows overlap"
+    for block, most in ((300, 7), (1000, 333), (4096, 5000)):
+        parts, at = [], 0
+        while at < len(text):
+            size = rng.randint(1, most)
+            parts.append(text[at:at + size])
+            at += size
+        pieces = list(Chunker(tok, 32, 8).iter_split_stream(iter(parts), block))
+        assert [(p.start, p.end, p.ids) for p in pieces] == whole, block
+        assert all(p.text == text[p.start:p.end] for p in pieces)
+    assert list(Chunker(tok, 32, 8).iter_split_stream(["", ""], 300)) == []
+
+
+def test_a_plain_text_file_is_streamed_into_the_sections_it_reads_as_whole(tmp_path, monkeypatch, minilm_tok):
+    """A .txt file is read a block of bytes at a time (multi-byte characters and the byte-order
+    mark cut across blocks): the same hash, text length and pieces as reading it whole, and the
+    same refusals."""
+    import hashlib
+
+    from llmtune.index import formats
+
+    monkeypatch.setattr(formats, "READ_BYTES", 7)
+    text = "naïve café – 日本 flow\n\n" * 40 + "boundary layer"
+    path = tmp_path / "doc.txt"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    digest = hashlib.sha256()
+    [section] = formats.stream_text(path, digest)
+    [whole] = read_sections(path, path.read_bytes())
+    assert digest.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (section.chars, "".join(section.parts())) == (len(whole.text), whole.text)
+    chunker = Chunker(minilm_tok, 16, 4)
+    streamed = [(p.start, p.end, p.ids, p.text) for p in chunker.iter_split_stream(section.parts(), 50)]
+    assert streamed == [(p.start, p.end, p.ids, whole.text[p.start:p.end]) for p in chunker.split(whole.text)]
+    for name, data in (("bad.md", "café".encode() * 5 + b"caf\xe9"), ("nul.txt", b"abc\x00\x01")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(Unreadable) as streamed_error:
+            formats.stream_text(tmp_path / name, hashlib.sha256())
+        with pytest.raises(Unreadable) as whole_error:
+            read_sections(tmp_path / name, data)
+        assert str(streamed_error.value) == str(whole_error.value)
+    (tmp_path / "blank.txt").write_text(" \n\t\n")
+    assert formats.stream_text(tmp_path / "blank.txt", hashlib.sha256()) == []

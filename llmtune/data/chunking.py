@@ -26,6 +26,8 @@ class Piece:
     """Character offset just past its last token."""
     ids: list[int]
     """Its token ids, without special tokens."""
+    text: str | None = None
+    """Its text, when the whole text is not kept (`Chunker.iter_split_stream`)."""
 
 
 class Chunker:
@@ -59,38 +61,88 @@ class Chunker:
 
     def iter_split(self, text: str, block_chars: int = BLOCK_CHARS):
         """The pieces of `split(text)`, made a block of text at a time, so a long text never
-        has all its tokens (and their offsets) in memory at once.
+        has all its tokens (and their offsets) in memory at once."""
+        return self.iter_split_stream([text], block_chars)
+
+    def iter_split_stream(self, parts, block_chars: int = BLOCK_CHARS):
+        """The pieces of `split("".join(parts))`, each with its `text`, read from `parts` (an
+        iterable of strings of any sizes: a file decoded as it is read) only as far as the
+        current block needs, so neither the text nor its tokens are ever in memory whole.
 
         A block ends before a whitespace character, where no token spans the cut. Every
         window of a block is final except its last one (which the block's end cut short):
         the next block starts at that window's start, and the windows go on from there as
         they would over the whole text."""
+        text = _Window(iter(parts))
         pos = 0
         while True:
-            end = _block_end(text, pos, block_chars)
-            pieces = self.split(text[pos:end])
-            if end >= len(text) or len(pieces) < 2:
-                last = len(pieces) if end >= len(text) else 1
-                yield from (Piece(p.start + pos, p.end + pos, p.ids) for p in pieces[:last])
-                if end >= len(text):
+            end = text.block_end(pos, block_chars)
+            pieces = self.split(text.slice(pos, end))
+            at_end = text.ends_at(end)
+            if at_end or len(pieces) < 2:
+                keep = pieces if at_end else pieces[:1]
+                yield from (text.piece(p, pos) for p in keep)
+                if at_end:
                     return
                 pos += pieces[0].end if pieces else end - pos
-                continue
-            yield from (Piece(p.start + pos, p.end + pos, p.ids) for p in pieces[:-1])
-            pos += pieces[-1].start
+            else:
+                yield from (text.piece(p, pos) for p in pieces[:-1])
+                pos += pieces[-1].start
+            text.drop_before(pos)
 
 
-def _block_end(text: str, pos: int, block_chars: int) -> int:
-    """Where a block starting at `pos` ends: before the first whitespace past `block_chars`
-    characters (the text's end if there is none within another `block_chars`)."""
-    target = pos + block_chars
-    if target >= len(text):
-        return len(text)
-    limit = min(len(text), target + block_chars)
-    for i in range(target, limit):
-        if text[i].isspace():
-            return i
-    return limit
+class _Window:
+    """The part of a streamed text that the chunker still needs: from the current block's start
+    to at least one character past where that block may end (or the text's end)."""
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.buf = ""
+        self.base = 0
+        """Offset in the whole text of `buf[0]`."""
+        self.done = False
+
+    def _have(self, end: int) -> None:
+        """Read parts until the window reaches offset `end` or the text ends."""
+        more = []
+        size = self.base + len(self.buf)
+        while size < end and not self.done:
+            part = next(self.parts, None)
+            if part is None:
+                self.done = True
+            else:
+                more.append(part)
+                size += len(part)
+        if more:
+            self.buf += "".join(more)
+
+    def block_end(self, pos: int, block_chars: int) -> int:
+        """Where a block starting at `pos` ends: before the first whitespace past `block_chars`
+        characters (the text's end if there is none within another `block_chars`)."""
+        target = pos + block_chars
+        self._have(target + block_chars + 1)  # +1: whether the text ends exactly there
+        length = self.base + len(self.buf)
+        if target >= length:
+            return length
+        limit = min(length, target + block_chars)
+        for i in range(target, limit):
+            if self.buf[i - self.base].isspace():
+                return i
+        return limit
+
+    def ends_at(self, end: int) -> bool:
+        return self.done and end >= self.base + len(self.buf)
+
+    def slice(self, start: int, end: int) -> str:
+        return self.buf[start - self.base:end - self.base]
+
+    def piece(self, p: "Piece", pos: int) -> "Piece":
+        start, end = p.start + pos, p.end + pos
+        return Piece(start, end, p.ids, self.slice(start, end))
+
+    def drop_before(self, pos: int) -> None:
+        self.buf = self.buf[pos - self.base:]
+        self.base = pos
 
 
 class _Bounds:

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Iterator
 
 from llmtune.index.bm25 import TermDelta, chunk_vector
 from llmtune.data.chunking import BLOCK_CHARS
-from llmtune.index.formats import Section, Unreadable, read_sections
+from llmtune.index.formats import (Section, Unreadable, content_hash, finish_hash, kind_of, read_sections,
+                                   stream_text)
 from llmtune.index.store import MAX_TEXT_BYTES, FileState, Store, in_list
 
 if TYPE_CHECKING:
@@ -49,11 +50,10 @@ class Job:
 
 
 def prepare(source: str, path: Path, old: FileState | None, enc: "IndexEncoder", tally, text_column: str,
-            id_column: str | None, content_hash, limit: int) -> Job | None:
+            id_column: str | None, limit: int) -> Job | None:
     """The file's job with up to `limit` pieces made, or None if it is skipped."""
     try:
-        data = path.read_bytes()
-        sections = read_sections(path, data, text_column=text_column, id_column=id_column)
+        digest, sections = _read(path, text_column, id_column)
     except OSError as exc:
         tally.skipped.append((source, f"cannot read it ({exc.strerror or exc})"))
         return None
@@ -61,20 +61,34 @@ def prepare(source: str, path: Path, old: FileState | None, enc: "IndexEncoder",
         kept = f"; its {old.chunks} earlier chunks stay" if old is not None and old.version else ""
         tally.skipped.append((source, f"{exc}{kept}"))
         return None
-    digest = content_hash(data, path, text_column, id_column)
-    del data
     stream = _pieces(enc.chunker, sections)
     head = list(islice(stream, limit))
     more = next(stream, None)
-    job = Job(source, path, digest, old, sum(len(s.text) for s in sections), stream, head, more is None)
+    job = Job(source, path, digest, old, sum(s.chars for s in sections), stream, head, more is None)
     if more is not None:
         job.pieces = chain([more], stream)
     return job
 
 
+def _read(path: Path, text_column: str, id_column: str | None) -> tuple[str, list[Section]]:
+    """(content hash, sections); a plain-text file is streamed, never read whole."""
+    if kind_of(path) == "text":
+        digest = hashlib.sha256()
+        sections = stream_text(path, digest)
+        return finish_hash(digest, path, text_column, id_column), sections
+    data = path.read_bytes()
+    return (content_hash(data, path, text_column, id_column),
+            read_sections(path, data, text_column=text_column, id_column=id_column))
+
+
 def _pieces(chunker, sections: list[Section]) -> Iterator:
     batch: list[Section] = []
     for section in sections:
+        if section.parts is not None:
+            yield from _split_batch(chunker, batch)
+            batch = []
+            yield from ((section, p) for p in chunker.iter_split_stream(section.parts()))
+            continue
         if len(section.text) > BLOCK_CHARS:
             yield from _split_batch(chunker, batch)
             batch = []
@@ -110,6 +124,7 @@ def commit(st: Store, enc: "IndexEncoder", group: list[Job], tally, part_size: i
     delete_versions(st, old_versions, delta)  # 4
     st.put_states([replace(s, hidden=[]) for s in flipped])  # 5
     delta.apply(st)
+    st.settle()
     tally.seconds["insert"] += time.perf_counter() - t0
     for j in group:
         (tally.updated if olds[j.source].version else tally.added).append(j.source)
@@ -129,16 +144,23 @@ def _rows(group: list[Job], versions: dict) -> Iterator[tuple]:
     """(job, version, chunk number, section, piece, fraction of the file's text) in file order."""
     for job in group:
         offsets, done = {}, 0
-        for section, piece in chain(job.head, job.pieces):
+        for section, piece in chain(_drain(job.head), job.pieces):
             if id(section) not in offsets:
                 offsets[id(section)] = done
-                done += len(section.text)
+                done += section.chars
             reached = (offsets[id(section)] + piece.end) / max(job.chars, 1)
             share = max(0.0, reached - job.consumed)
             job.consumed = max(job.consumed, reached)
             yield job, versions[job.source], job.chunks, section, piece, share
             job.chunks += 1
-        job.head = []
+
+
+def _drain(items: list) -> Iterator:
+    """The items in order, each let go of as it is handed out (a big file's first part is not
+    kept while the rest of the file streams through)."""
+    items.reverse()
+    while items:
+        yield items.pop()
 
 
 def _write_part(st: Store, enc: "IndexEncoder", part: list[tuple], delta: TermDelta, tally,
@@ -156,6 +178,8 @@ def _write_part(st: Store, enc: "IndexEncoder", part: list[tuple], delta: TermDe
         rows.append(row)
         delta.add(dims)
     st.insert_chunks(rows)
+    del rows, vectors  # in the store now; the flush below can give their memory back
+    st.settle()
     tally.seconds["embed"] += t1 - t0
     tally.seconds["insert"] += time.perf_counter() - t1
     tally.chunks_written += len(part)
@@ -164,7 +188,7 @@ def _write_part(st: Store, enc: "IndexEncoder", part: list[tuple], delta: TermDe
 def chunk_row(enc: "IndexEncoder", source: str, version: str, n: int, section: Section, piece, vector
               ) -> tuple[dict, list[int]]:
     """(the chunk's row, its BM25 term dimensions)."""
-    text = section.text[piece.start:piece.end]
+    text = section.text[piece.start:piece.end] if piece.text is None else piece.text
     stored = text.encode()
     if len(stored) > MAX_TEXT_BYTES:  # only a window spanning a vast run of whitespace gets here
         text = stored[:MAX_TEXT_BYTES].decode(errors="ignore")

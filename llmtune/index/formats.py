@@ -13,10 +13,13 @@ index run reports it and moves on.
 
 from __future__ import annotations
 
+import codecs
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator, Protocol
 
 from llmtune.errors import UserError
 
@@ -29,11 +32,31 @@ BLOCK_TAGS = ("p", "div", "br", "li", "dt", "dd", "tr", "td", "th", "h1", "h2", 
               "figcaption", "table", "ul", "ol", "dl", "hr", "title", "form", "address")
 
 
+class Hasher(Protocol):
+    """A hashlib object."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+READ_BYTES = 1 << 20
+"""Bytes read at a time from a plain-text file (`stream_text`)."""
+
+
 @dataclass
 class Section:
     text: str
     locator: str = ""
     """Where in the file: "" (the whole file), "page=3", "row=17" or "<id column>=<id>"."""
+    parts: Callable[[], Iterator[str]] | None = None
+    """A plain-text file's text, decoded a block at a time as it is read (`text` is then "",
+    and `length` its length): a big file is never in memory whole."""
+    length: int = 0
+
+    @property
+    def chars(self) -> int:
+        return self.length if self.parts is not None else len(self.text)
 
 
 class Unreadable(Exception):
@@ -57,6 +80,62 @@ def read_sections(path: Path, data: bytes, *, text_column: str = "text", id_colu
         _refuse_binary(data)
         sections = [Section(_html_text(data) if kind == "html" else _decode(data))]
     return [s for s in sections if s.text.strip()]
+
+
+def content_hash(data: bytes, path: Path, text_column: str, id_column: str | None) -> str:
+    """What tells a file's content apart: SHA-256 of its bytes (plus the column options for a table)."""
+    return finish_hash(hashlib.sha256(data), path, text_column, id_column)
+
+
+def file_hash(path: Path, text_column: str, id_column: str | None) -> str:
+    """`content_hash` of the file, read a block at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(READ_BYTES):
+            digest.update(block)
+    return finish_hash(digest, path, text_column, id_column)
+
+
+def finish_hash(digest: Hasher, path: Path, text_column: str, id_column: str | None) -> str:
+    if kind_of(path) == "table":  # other columns make other chunks from the same bytes
+        digest.update(f"\0text_column={text_column}\0id_column={id_column}".encode())
+    return digest.hexdigest()
+
+
+def stream_text(path: Path, digest: Hasher) -> list[Section]:
+    """A .txt/.md file as `read_sections` makes it, but streamed: one pass now reads the file a
+    block at a time into `digest` (a hashlib object), checks that it is text and counts its
+    characters; the section's `parts` read and decode it again when the chunker gets to it."""
+    decoder = codecs.getincrementaldecoder("utf-8-sig")()
+    chars, blank = 0, True
+    with open(path, "rb") as fh:
+        first = True
+        while block := fh.read(READ_BYTES):
+            digest.update(block)
+            if first:
+                _refuse_binary(block)
+                first = False
+            try:
+                text = decoder.decode(block)
+            except UnicodeDecodeError:
+                return read_sections(path, Path(path).read_bytes())  # raises, naming the byte as before
+            chars += len(text)
+            blank = blank and not text.strip()
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            return read_sections(path, Path(path).read_bytes())
+    return [] if blank else [Section("", parts=lambda: _decoded_blocks(path), length=chars)]
+
+
+def _decoded_blocks(path: Path) -> Iterator[str]:
+    # Checked by `stream_text` already; a file changed since then gets U+FFFD for a bad byte
+    # (its hash is the checked content's, so the next run indexes it again).
+    decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
+    with open(path, "rb") as fh:
+        while block := fh.read(READ_BYTES):
+            yield decoder.decode(block)
+    yield decoder.decode(b"", final=True)
 
 
 def _refuse_binary(data: bytes) -> None:

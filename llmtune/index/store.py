@@ -245,6 +245,19 @@ class Store:
         for part in _slices(rows, 2048):
             self.client.insert(self.chunks_name, part)
 
+    def settle(self) -> None:
+        """After a commit group, on an embedded store: write the rows Milvus Lite holds in its
+        in-memory table to a segment of their own and give the freed memory back, so a run's
+        memory follows the commit group. Left alone, Milvus Lite keeps every row in memory until
+        128 MiB of Arrow buffers (a whole big file's chunks), then flushes and builds the HNSW
+        index of all of them at once at close: a 20 MB file peaked at 1.6 GiB that way. A server
+        seals and flushes segments on its own schedule (and rate-limits explicit flushes)."""
+        if self.loc.local is None:
+            return
+        for name in (self.chunks_name, self.terms_name):
+            self.client.flush(name)
+        _trim_heap()
+
     def delete_versions(self, versions: list[str]) -> None:
         for part in _slices(sorted(set(versions)), 1000):
             self.client.delete(self.chunks_name, filter=in_list("version", part))
@@ -298,6 +311,20 @@ class Store:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc only). Flushes free their buffers
+    in the middle of the heap, which glibc keeps otherwise, so the process's resident memory
+    would keep the high-water mark of every group."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to trim
+        pass
 
 
 def _slices(items: list, size: int):

@@ -20,7 +20,6 @@ files (their stored hash is still the old one).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -32,7 +31,7 @@ from llmtune.console import Reporter
 from llmtune.errors import UserError
 from llmtune.index.bm25 import STALE_FLAG, TermDelta, recount
 from llmtune.index.commit import commit, delete_versions, prepare
-from llmtune.index.formats import kind_of
+from llmtune.index.formats import file_hash, kind_of
 from llmtune.index.progress import index_progress
 from llmtune.index.settings import check_request
 from llmtune.index.store import MAX_SOURCE_BYTES, FileState, Store, parse_location
@@ -161,7 +160,7 @@ def plan(files: dict[str, Path], states: dict[str, FileState], tally: Tally, tex
             tally.skipped.append((source, f"path longer than {MAX_SOURCE_BYTES} bytes"))
             continue
         try:
-            digest = content_hash(path.read_bytes(), path, text_column, id_column)
+            digest = file_hash(path, text_column, id_column)
         except OSError as exc:
             tally.skipped.append((source, f"cannot read it ({exc.strerror or exc})"))
             continue
@@ -173,13 +172,6 @@ def plan(files: dict[str, Path], states: dict[str, FileState], tally: Tally, tex
     return todo
 
 
-def content_hash(data: bytes, path: Path, text_column: str, id_column: str | None) -> str:
-    h = hashlib.sha256(data)
-    if kind_of(path) == "table":  # other columns make other chunks from the same bytes
-        h.update(f"\0text_column={text_column}\0id_column={id_column}".encode())
-    return h.hexdigest()
-
-
 def _run_jobs(st: Store, enc, todo, states, tally: Tally, rep: Reporter, commit_chunks: int, text_column: str,
               id_column: str | None) -> None:
     """Files into groups of about `commit_chunks` chunks; a file bigger than that is a group
@@ -189,8 +181,7 @@ def _run_jobs(st: Store, enc, todo, states, tally: Tally, rep: Reporter, commit_
     with index_progress(rep, len(todo)) as progress:
         for source, path in todo:
             t0 = time.perf_counter()
-            job = prepare(source, path, states.get(source), enc, tally, text_column, id_column, content_hash,
-                          commit_chunks)
+            job = prepare(source, path, states.get(source), enc, tally, text_column, id_column, commit_chunks)
             tally.seconds["parse"] += time.perf_counter() - t0
             if job is None:
                 progress.skip()
