@@ -70,25 +70,46 @@ class Chunker:
         current block needs, so neither the text nor its tokens are ever in memory whole.
 
         A block ends before a whitespace character, where no token spans the cut. Every
-        window of a block is final except its last one (which the block's end cut short):
-        the next block starts at that window's start, and the windows go on from there as
-        they would over the whole text."""
+        window of a block is final except its last one (which the block's end cut short); the
+        next block starts at the start of the word that window starts in (a word is tokenized
+        the same wherever the text around it is cut) and its windows go on from that window's
+        first token, as they would over the whole text. A block too short for two windows is
+        read again twice as long."""
         text = _Window(iter(parts))
-        pos = 0
+        pos, first, size = 0, 0, block_chars
         while True:
-            end = text.block_end(pos, block_chars)
-            pieces = self.split(text.slice(pos, end))
+            end = text.block_end(pos, size)
             at_end = text.ends_at(end)
-            if at_end or len(pieces) < 2:
-                keep = pieces if at_end else pieces[:1]
-                yield from (text.piece(p, pos) for p in keep)
-                if at_end:
-                    return
-                pos += pieces[0].end if pieces else end - pos
+            pieces, resume = self._cut(text.slice(pos, end), first - pos)
+            if at_end:
+                yield from (text.piece(p, pos) for p in pieces)
+                return
+            if not pieces:  # nothing but untokenized whitespace from `first` to the block's end
+                pos = first = end
+            elif len(pieces) == 1:
+                size *= 2
+                continue
             else:
                 yield from (text.piece(p, pos) for p in pieces[:-1])
-                pos += pieces[-1].start
+                pos, first = pos + resume[0], pos + resume[1]
+            size = block_chars
             text.drop_before(pos)
+
+    def _cut(self, text: str, skip: int) -> tuple[list[Piece], tuple[int, int]]:
+        """The windows of `text` from its first token at or after character `skip`, and where
+        the next block resumes: (the start of the last window's word, the last window's start)."""
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True,
+                             return_attention_mask=False, return_token_type_ids=False, verbose=False)
+        ids, offsets, words = enc["input_ids"], enc["offset_mapping"], enc.word_ids()
+        first = next((t for t, (a, _) in enumerate(offsets) if a >= skip), len(ids))
+        cuts = windows(len(ids), self.size, self.overlap, _Bounds(offsets, words), first)
+        pieces = [Piece(offsets[a][0], offsets[b - 1][1], ids[a:b]) for a, b in cuts]
+        if not cuts:
+            return pieces, (len(text), len(text))
+        last = word = cuts[-1][0]
+        while word > 0 and words[word] is not None and words[word] == words[word - 1]:
+            word -= 1
+        return pieces, (offsets[word][0], offsets[last][0])
 
 
 class _Window:
@@ -160,10 +181,9 @@ class _Bounds:
         return (w[i] is None or w[i] != w[i - 1]) and self.between_chars(i)
 
 
-def windows(n: int, size: int, overlap: int, bounds: _Bounds) -> list[tuple[int, int]]:
-    """[(first token, one past the last)] covering 0..n."""
+def windows(n: int, size: int, overlap: int, bounds: _Bounds, start: int = 0) -> list[tuple[int, int]]:
+    """[(first token, one past the last)] covering start..n."""
     out: list[tuple[int, int]] = []
-    start = 0
     while start < n:
         if start + size >= n:
             out.append((start, n))
