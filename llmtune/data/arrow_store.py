@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -43,8 +44,8 @@ class ArrowFileWriter:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.tmp = self.path.with_name(f"{self.path.name}.tmp{os.getpid()}")
-        self._sink = None
-        self._writer = None
+        self._sink: Any = None
+        self._writer: Any = None
         self.rows = 0
 
     def write(self, examples: list[dict]) -> None:

@@ -44,9 +44,9 @@ def collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         k = len(e["input_ids"])
         input_ids[i, :k] = torch.tensor(e["input_ids"])
         mask[i, :k] = 1
-        if has_seq_labels:
+        if labels is not None:
             labels[i, :k] = torch.tensor(e["labels"])
-        if packed:
+        if positions is not None:
             positions[i, :k] = torch.tensor(e["position_ids"])
             positions[i, k:] = torch.arange(width - k)
     batch = {"input_ids": input_ids, "attention_mask": mask}

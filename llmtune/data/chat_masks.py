@@ -132,7 +132,9 @@ def _by_markers(msgs: list[dict], tok) -> ChatEncoding:
 
 
 def _by_increments(msgs: list[dict], tok) -> ChatEncoding:
-    spans, done, turns = [], "", []
+    spans: list = []
+    turns: list = []
+    done = ""
     for i, msg in enumerate(msgs):
         if msg.get("role") != "assistant":
             continue

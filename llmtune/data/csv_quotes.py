@@ -69,7 +69,7 @@ def unclosed_quote_line(lines: RecordLines, delimiter: str, quote: str = '"') ->
     or a line end continues the field unquoted."""
     if not any(quote in line for line in lines.current):
         return None
-    state, opened = "start", None
+    state, opened = "start", 0
     for index, line in enumerate(lines.current):
         for c in line:
             if state == "start":
@@ -89,7 +89,7 @@ def unclosed_quote_line(lines: RecordLines, delimiter: str, quote: str = '"') ->
                 state = "start"
             else:
                 state = "field"
-    return lines.start + opened if state == "quoted" else None
+    return lines.start + opened if state == "quoted" else None  # opened is set whenever state is "quoted"
 
 
 def refuse_unclosed_quote(path, lines: RecordLines, delimiter: str) -> None:

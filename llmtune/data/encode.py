@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, overload
 
 from llmtune.data.prompt_style import render_alpaca_prompt  # noqa: F401  (also imported from here)
 from llmtune.data.readers import Row
@@ -29,6 +29,12 @@ class EncodeStats:
     """Rows whose template's generation markers did not match the assistant turns."""
 
 
+@overload
+def _text(row: Row, col: str) -> str: ...
+@overload
+def _text(row: Row, col: str, required: Literal[True]) -> str: ...
+@overload
+def _text(row: Row, col: str, required: bool) -> str | None: ...
 def _text(row: Row, col: str, required: bool = True) -> str | None:
     if col not in row.data:
         if not required:
@@ -85,7 +91,9 @@ def _truncate(ids: list[int], max_length: int, side: str) -> list[int]:
 
 def encode_classification(rows, tok, cfg, names: list[str], stats: EncodeStats) -> list[dict]:
     c = cfg.columns
-    keep, texts, pairs = [], [], []
+    keep: list[Row] = []
+    texts: list[str] = []
+    pairs: list[str] = []
     for row in rows:
         text = _text(row, c.text)
         if not text.strip():
@@ -177,7 +185,8 @@ def encode_sft(rows, tok, cfg, stats: EncodeStats) -> list[dict]:
         if pieces is None:
             stats.dropped_empty += 1
             continue
-        ids, labels = [], []
+        ids: list = []
+        labels: list = []
         for piece_ids, trains in pieces:
             ids.extend(piece_ids)
             labels.extend(piece_ids if trains else [IGNORE] * len(piece_ids))
@@ -244,7 +253,7 @@ def _render_chat(msgs, tok, row: Row, stats: EncodeStats):
                         f"({type(exc).__name__}: {exc}); check roles and contents") from None
     stats.assistant_masks[enc.source] = stats.assistant_masks.get(enc.source, 0) + 1
     stats.markers_failed += enc.markers_failed is not None
-    pieces = []
+    pieces: list = []
     for token, trains in zip(enc.ids, enc.trains):
         if pieces and pieces[-1][1] == trains:
             pieces[-1][0].append(token)

@@ -40,7 +40,9 @@ def pack_examples(examples: list[dict], capacity: int) -> list[dict]:
 
 
 def _join(parts: list[dict]) -> dict:
-    ids, labels, positions = [], [], []
+    ids: list = []
+    labels: list = []
+    positions: list = []
     for n, part in enumerate(parts):
         ids.extend(part["input_ids"])
         part_labels = list(part["labels"])

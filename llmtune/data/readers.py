@@ -8,7 +8,7 @@ import stat
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llmtune.errors import DataError
 
@@ -142,7 +142,7 @@ def _read_delimited(path: Path, limit: int | None, delimiter: str) -> list[Row]:
     rows = []
     lines = RecordLines(io.StringIO(_read_text(path), newline=""))
     # TSV text often contains quote characters that are not CSV quoting (SST-2 does).
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    quoting: Literal[0, 1, 2, 3] = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
     rows_read = records(reader, lines, path)
     try:

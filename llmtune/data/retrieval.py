@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TYPE_CHECKING, overload
 
 from llmtune.data.readers import Row, read_rows
 from llmtune.errors import DataError
@@ -50,6 +50,10 @@ class Collection:
         return digest.hexdigest()[:16]
 
 
+@overload
+def _text(row: Row, column: str, what: str, key: str) -> str: ...
+@overload
+def _text(row: Row, column: str, what: str, key: str, *, required: bool) -> str | None: ...
 def _text(row: Row, column: str, what: str, key: str, *, required: bool = True) -> str | None:
     if column not in row.data:
         if not required:

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 class MethodConfig(StrictModel):
     """Base of every method's options. Subclasses add `name: Literal['<method>']`."""
 
+    if TYPE_CHECKING:
+        name: str
+
     def resolve_paths(self, base_dir: Path) -> "MethodConfig":
         """The same options with any path made absolute against the recipe's folder; called
         once when the recipe loads, so later stages only ever see absolute paths."""

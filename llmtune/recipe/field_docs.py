@@ -24,7 +24,10 @@ def _own_docs(cls: type) -> dict[str, str]:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):  # no source (frozen or built in a string): no docs
         return {}
-    body = ast.parse(source).body[0].body
+    node = ast.parse(source).body[0]
+    if not isinstance(node, ast.ClassDef):
+        return {}
+    body = node.body
     docs = {}
     for stmt, after in zip(body, body[1:]):
         if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)

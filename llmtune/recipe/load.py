@@ -7,6 +7,7 @@ import difflib
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError, create_model
@@ -252,7 +253,7 @@ def _first(problems: list[str]) -> list[str]:
     return problems[:MAX_LISTED_PROBLEMS] + [f"... and {rest} more; fix these and validate again"]
 
 
-def _describe(err: dict, loc: tuple, raw: dict, model) -> str:
+def _describe(err: Mapping[str, Any], loc: tuple, raw: dict, model) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
         valid = _valid_keys(loc[:-1], model)
@@ -326,7 +327,7 @@ def resolve_paths(recipe: RecipeBase, base_dir: Path) -> RecipeBase:
     """The recipe with every path it names made absolute, once: data files against the
     recipe's folder, and whatever paths the method's options hold (its `resolve_paths`).
     Later stages never see a relative path, nor need to know where the recipe was."""
-    sections = {}
+    sections: dict[str, Any] = {}
     for section, key in DATA_SOURCES:
         parent = sections.get(section, getattr(recipe, section))
         src = getattr(parent, key)

@@ -14,7 +14,7 @@ from llmtune.recipe import eval_section as e
 from llmtune.recipe import schema as s
 from llmtune.recipe.field_docs import field_docs
 
-SECTIONS = [("model", s.ModelSection), ("data", s.DataSection), ("data.train / data.eval", s.DataSource),
+SECTIONS: list[tuple[str, type[BaseModel]]] = [("model", s.ModelSection), ("data", s.DataSection), ("data.train / data.eval", s.DataSource),
             ("data.columns", s.Columns), ("train", s.TrainSection), ("eval", e.EvalSection),
             ("eval.generation", e.GenerationOptions), ("output", s.OutputSection)]
 

@@ -322,7 +322,7 @@ def method_union():
     from llmtune.methods.registry import all_methods
 
     configs = tuple(m.Config for m in all_methods().values())
-    return Annotated[Union[configs], Field(discriminator="name")]  # type: ignore[valid-type]
+    return Annotated[Union[configs], Field(discriminator="name")]
 
 
 class RecipeBase(Section):

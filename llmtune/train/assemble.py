@@ -19,7 +19,7 @@ def prepare_for_training(model, method) -> None:
 
 def build_for_training(recipe, method, labels: list[str] | None, tok=None, reporter=None):
     model = build_task_model(recipe, labels)
-    if model.head is not None and recipe.model.head_init == "label_words":
+    if model.head is not None and labels is not None and recipe.model.head_init == "label_words":
         _head_from_label_words(model, recipe, labels, tok, reporter)
     prepare_for_training(model, method)
     keep_trainable_in(model, recipe.model.dtype)  # the precision the manifest records

@@ -37,7 +37,8 @@ class DataOrder:
         self.lengths, self.items = lengths, items
         self.batch_size, self.seed, self.group_by_length = batch_size, seed, group_by_length
         self.world, self.rank = world, rank
-        self._epoch, self._batches = None, []
+        self._epoch: int | None = None
+        self._batches: list[list[int]] = []
         self.batches_per_epoch = math.ceil(len(lengths) / batch_size)
         self.rounds_per_epoch = self.batches_per_epoch // world
         if self.rounds_per_epoch == 0:

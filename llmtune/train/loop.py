@@ -214,7 +214,7 @@ class Loop:
     def _non_finite(self, norm: torch.Tensor | None) -> Outcome | None:
         """every_step: the bad step was not applied; it is redone with the next batches."""
         loss = self.stepper.loss
-        what = f"loss {loss.item()}" if not torch.isfinite(loss) else f"gradient norm {norm.item()}"
+        what = f"loss {loss.item()}" if not torch.isfinite(loss) else f"gradient norm {norm.item() if norm is not None else None}"
         self.stepper.discard()
         self.position.skipped += 1
         return self._diverge_or_skip(what, self.step + 1, 1)

@@ -8,19 +8,20 @@ import torch
 
 
 def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         # Biases and norm weights are 1-D: decaying them only hurts.
         (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
+    groups = [{"params": params, "weight_decay": decay_rate}
+              for params, decay_rate in ((decay, weight_decay), (no_decay, 0.0)) if params]
     if not groups:
         raise ValueError("the method left no trainable parameters")
     # The fused kernel: one pass over all parameters instead of a Python loop over tensors
     # (LoRA has hundreds of small ones), and it can skip a non-finite step on the device.
-    return torch.optim.AdamW(groups, lr=lr, fused=supports_fused([p for g in groups for p in g["params"]]))
+    return torch.optim.AdamW(groups, lr=lr, fused=supports_fused(decay + no_decay))
 
 
 def supports_fused(params) -> bool:

@@ -8,18 +8,21 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TYPE_CHECKING
 
 import yaml
 
 from llmtune import atomic
 from llmtune.errors import UserError
 
+if TYPE_CHECKING:
+    from llmtune.train.tracking import Trackers
+
 
 @dataclass
 class RunDir:
     path: Path
-    tracker: object | None = None
+    tracker: Trackers | None = None
     """The run's experiment trackers (train/tracking.py), which see every metrics record."""
 
     @property

@@ -10,6 +10,7 @@ Only the main process opens a run directory, so only it logs.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 import os
 from importlib.util import find_spec
 
@@ -26,7 +27,7 @@ TENSORBOARD_DIR = "tracking"
 """TensorBoard event files go to RUN_DIR/tracking/<run name>/."""
 
 
-def check_installed(names: list[str]) -> None:
+def check_installed(names: Sequence[str]) -> None:
     """Refuse (exit 2) before anything is written when a tracker's package is missing."""
     missing = [n for n in names if not any(find_spec(m) for m in PACKAGES[n][0])]
     if missing:

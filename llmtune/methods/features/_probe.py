@@ -4,6 +4,7 @@ method is; the run saves the head like any classifier's."""
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ def fit_probe(job: Job, method: Method, config: LinearProbeConfig) -> Outcome:
     model = build_task_model(r, data.labels)
     model.body = method.apply(model.body, causal=False)
     model.to(default_device()).eval()
+    assert model.head is not None  # a classification model: build_task_model gives it its head
     trainable, total = sum(p.numel() for p in model.head.parameters()), sum(p.numel() for p in model.parameters())
     job.begin({"data_fingerprint": data.fingerprint, "data_summary": data.summary,
                "tokenizer_hash": tokenizer_fingerprint(tok), "trainable_parameters": trainable,
@@ -100,8 +102,12 @@ def _features(r: Any, model: Any, tok: Any, data: Any) -> tuple[dict, dict]:
     for split, examples in (("train", data.train), ("eval", data.eval)):
         ids = [e["input_ids"] for e in examples]
         key = features_key(model=fingerprint, pooling=r.model.pooling, token_ids=token_ids_digest(ids))
-        out[split], hits[split] = cached_features(key, len(ids), lambda ids=ids: encoder.embed_ids(ids).numpy())
+        out[split], hits[split] = cached_features(key, len(ids), functools.partial(_embed, encoder, ids))
     return out, hits
+
+
+def _embed(encoder: Any, ids: list[list[int]]) -> Any:
+    return encoder.embed_ids(ids).numpy()
 
 
 def _probe_precision(model_dtype: str) -> dict:

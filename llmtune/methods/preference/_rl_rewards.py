@@ -54,6 +54,8 @@ def import_function(spec: str):
             if not path.is_file():
                 raise UserError(f"{where}: no such file {path}")
             loader_spec = importlib.util.spec_from_file_location(f"llmtune_reward_{path.stem}", path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise UserError(f"{where}: {path} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(loader_spec)
             loader_spec.loader.exec_module(module)
         else:

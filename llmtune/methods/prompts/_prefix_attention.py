@@ -102,7 +102,8 @@ class PrefixEncoder(torch.nn.Module):
         if mlp_hidden is None:
             # Standard normal: about the scale of real keys and values (MiniLM: std 0.8-1.3 and 0.5-0.7).
             self.prefix = torch.nn.Parameter(torch.randn(self.shape))
-            self.embedding = self.mlp = None
+            self.embedding: torch.nn.Parameter | None = None
+            self.mlp: torch.nn.Module | None = None
         else:
             self.prefix = None
             self.embedding = torch.nn.Parameter(torch.randn(num_tokens, embed_dim))
@@ -122,6 +123,7 @@ class PrefixEncoder(torch.nn.Module):
         if self.prefix is not None:
             return self.prefix
         layers, _, kv_heads, tokens, head_dim = self.shape
+        assert self.mlp is not None  # no stored prefix: the MLP makes it
         out = self.mlp(self.embedding)  # (tokens, layers * 2 * kv_heads * head_dim)
         return out.view(tokens, layers, 2, kv_heads, head_dim).permute(1, 2, 3, 0, 4)
 

@@ -86,7 +86,7 @@ class Prefix(Method):
             from llmtune.methods.prompts.soft_prompt import _text_token_ids
 
             with torch.no_grad():
-                encoder.prefix.copy_(text_key_values(body, _text_token_ids(body, c.init_text), c.num_virtual_tokens))
+                encoder.prefix.copy_(text_key_values(body, _text_token_ids(body, c.init_text or ""), c.num_virtual_tokens))
         _install(body, encoder)
         return body
 
