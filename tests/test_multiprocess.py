@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -75,7 +76,19 @@ def grads_recipe(batch_size: int, grad_accum: int) -> dict:
 
 
 def supervised_methods(task: str) -> list[str]:
-    return sorted(n for n, m in all_methods().items() if task in m.tasks)
+    """The methods that train `task` in the run's loop or their own (in-context trains nothing)."""
+    return sorted(n for n, m in all_methods().items() if task in m.tasks and m.trains)
+
+
+def contrastive_recipe(root: Path) -> dict:
+    """contrastive takes its negatives from one batch, so it refuses several processes (exit 2)."""
+    data = root / "retrieval"
+    shutil.copytree(HERE / "assets" / "retrieval", data)
+    return {"model": {"name": "tiny-bert"},
+            "data": {"task": "retrieval", "train": str(data / "pairs.jsonl"), "eval": str(data / "queries.jsonl"),
+                     "max_length": 64, "retrieval": {"documents": str(data / "documents.jsonl"),
+                                                     "qrels": str(data / "qrels.tsv"), "chunk_tokens": 32}},
+            "method": {"name": "contrastive"}, "train": {"max_steps": 3, "batch_size": 4}}
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +106,7 @@ def launch(tmp_path_factory):
     jobs.append({"kind": "train", "recipe": packed_recipe(rows, root / "packed-ddp", grad_accum=1),
                  "out": str(root / "packed-ddp")})
     jobs.append({"kind": "train", "recipe": resume_recipe(root), "out": str(root / "resume-reference")})
+    jobs.append({"kind": "train", "recipe": contrastive_recipe(root), "out": str(root / "retrieval-contrastive")})
     spec = root / "spec.json"
     spec.write_text(json.dumps(jobs))
     res = torchrun([str(HERE / "dist_driver.py"), str(spec)], root, port=29541)
@@ -118,8 +132,9 @@ def test_every_trl_backed_method_trains_under_two_processes(launch):
     """Reward, DPO, ORPO, KTO and RL train through trl's trainers under the same 2-rank launch;
     together with the supervised test above, every registered method."""
     log = (launch / "launch.log").read_text()
+    untrained = {n for n, m in all_methods().items() if not m.trains}
     assert set(PREFERENCE_CASES) | set(supervised_methods("classification")) | set(supervised_methods("sft")) \
-        == set(all_methods())
+        | {"contrastive"} | untrained == set(all_methods())
     failed = {}
     for method in PREFERENCE_CASES:
         run = launch / f"trl-{method}"
@@ -295,3 +310,11 @@ def test_epochs_count_global_batches_and_a_killed_run_resumes_exactly(launch, wr
     assert_same_weights(ref / "final", cut / "final")
     for a, b in zip(loss_records(ref), loss_records(cut), strict=True):
         assert b == pytest.approx(a, abs=1e-6)
+
+
+def test_contrastive_refuses_two_processes_with_exit_2(launch):
+    """Its in-batch negatives would come from each process's half batch: a clear refusal, not
+    a quietly different loss."""
+    assert json.loads((launch / "retrieval-contrastive" / "result.json").read_text())["code"] == 2
+    log = (launch / "launch.log").read_text().split("== job retrieval-contrastive\n", 1)[-1]
+    assert "method contrastive trains in one process" in log and "Traceback" not in log.split("== job ", 1)[0]

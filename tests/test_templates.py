@@ -118,7 +118,7 @@ def test_eval_ranks_the_clearly_better_template_first(tmp_path, cli, write_recip
         "model": {"name": str(model_dir)},
         "data": {"task": "classification", "train": "rows.jsonl", "eval": "rows.jsonl",
                  "columns": {"text": "review", "label": "y"}, "labels": ["neg", "pos"]},
-        "method": {"name": "lora"},
+        "method": {"name": "in-context"},
         "eval": {"verbalizers": words, "templates": [blind, seeing]},
     })
     res = cli("eval", recipe, "--json")
