@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 
-from llmtune.atomic import exclusive_lock
+from llmtune.atomic import exclusive_lock, replacing_folder
 from llmtune.cache_root import cache_root
 from llmtune.errors import UserError
 from llmtune.methods.parent_run import ParentRun, problem, read
@@ -95,20 +94,14 @@ def _write(parent: ParentRun, key: str, folder: Path) -> None:
     log = Reporter().log
     for leftover in folder.parent.glob(f".{folder.name}.tmp-*"):  # a killed merge's (we hold the lock)
         shutil.rmtree(leftover, ignore_errors=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     started = time.perf_counter()
     log(f"merging run {parent.path} ({parent.method.name}) into its base {parent.model['name']}, once: {folder}")
-    try:
+    # An existing folder here lacks the marker (never used), so it is replaced.
+    with replacing_folder(folder) as tmp:
         _merge_into(parent, tmp)
         (tmp / MARKER).write_text(json.dumps({"format": FORMAT, "run": str(parent.path), "key": key,
                                               "method": parent.method.name, "base_model": parent.model["name"],
                                               "seconds": round(time.perf_counter() - started, 1)}, indent=2) + "\n")
-        if folder.exists():  # a leftover without a marker: never used, so replace it
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _merge_into(parent: ParentRun, out: Path) -> None:
