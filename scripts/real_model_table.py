@@ -24,7 +24,6 @@ import argparse
 import fnmatch
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_model_data as D  # noqa: E402
 import real_model_rows as R  # noqa: E402
+from bench_common import machine  # noqa: E402  (the CPU line every benchmark records)
 
 sys.path.insert(0, str(D.ROOT))
 from llmtune.atomic import write_json  # noqa: E402
@@ -142,19 +142,6 @@ class Table:
             self.results[key] = out
             self.save(key)
 
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
-
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def main() -> None:
