@@ -174,7 +174,8 @@ def _result(run_dir: Path, out: Path, name: str, target: Target, quant: str, wri
     message = (f"GGUF export of {target.method.name} ({quant}, {size / 2**20:.1f} MiB) written to {out / name}, with "
                f"an Ollama Modelfile; checked against the run on {report['prompts']} prompts: next-token mean KL "
                f"divergence {drift['mean_kl']:.2g} nats (allowed {report['tolerance']['drift']:g}), max |logit "
-               f"difference| {drift['max_abs_logit_diff']:.3g}, top-1 agreement {drift['top1_agreement']:.1%}; "
+               f"difference| {drift['max_abs_logit_diff']:.3g}, top-1 token equal at {drift['top1_agreed']} of "
+               f"{drift['positions']} positions; "
                f"tokenizer ids equal on every sample string{fallback}. "
                f"{template.note if template.text else 'Modelfile without TEMPLATE: ' + template.note}")
     return {"run_dir": str(run_dir), "out": str(out), "method": target.method.name, "form": "gguf",

@@ -77,12 +77,15 @@ class Comparison:
     """KL(run || file) of the next-token distributions, in nats, averaged over positions."""
     max_kl: float = 0.0
     top1_agree: float = 1.0
+    top1_agreed: int = 0
+    """How many positions have the same most likely next token (the exact count behind top1_agree)."""
     positions: int = 0
 
     def figures(self) -> dict[str, Any]:
         return {"max_abs_logit_diff": round(self.max_abs, 6), "relative": round(self.relative, 6),
                 "mean_kl": round(self.mean_kl, 8), "max_kl": round(self.max_kl, 6),
-                "top1_agreement": round(self.top1_agree, 4), "positions": self.positions}
+                "top1_agreement": round(self.top1_agree, 4), "top1_agreed": self.top1_agreed,
+                "positions": self.positions}
 
 
 def sample_ids(tok, context: int) -> list[list[int]]:
@@ -143,7 +146,7 @@ def compare_logits(reference: list, candidate, prompts: list[list[int]]) -> Comp
         agree += int((a.argmax(-1) == b.argmax(-1)).sum())
         result.positions += a.shape[0]
     result.mean_kl = kl_sum / max(result.positions, 1)
-    result.top1_agree = agree / max(result.positions, 1)
+    result.top1_agreed, result.top1_agree = agree, agree / max(result.positions, 1)
     return result
 
 
@@ -203,7 +206,7 @@ def _problems(conversion: Comparison, drift: Comparison, token_mismatches: list[
     if drift.mean_kl > TOLERANCES[quant]:
         problems.append(f"the file's next-token distributions differ from the run's by a mean KL divergence of "
                         f"{drift.mean_kl:.3g} nats (allowed {TOLERANCES[quant]:g} for {quant}; max |logit difference| "
-                        f"{drift.max_abs:.4g}); top-1 tokens agree at {drift.top1_agree:.1%} of {drift.positions} "
+                        f"{drift.max_abs:.4g}); top-1 tokens agree at {drift.top1_agreed} of {drift.positions} "
                         f"positions")
     if token_mismatches:
         problems.append(f"the tokenizer read back from the file splits {len(token_mismatches)} sample string(s) "
