@@ -12,6 +12,11 @@ separate process, all scored on the test half with llmtune's exact document-leve
             MultipleNegativesRankingLoss, NO_DUPLICATES batches) on the same pairs with the same
             batch size, learning rate, warmup, epochs and seed; its saved model scored by the same
             `llmtune eval` recipe (model.name: the saved folder)
+  titles    the training half's pairs plus in-domain pseudo-queries from the collection itself
+            (each abstract's title as the query for the rest of its abstract; `title_pairs`),
+            with the setting that won on the inner dev quarter (`tune-titles-*` against
+            `tune-lr2e-05`); `titles-seed1` the same with training seed 1, `titles-only` the
+            pseudo-queries alone (these two choose nothing)
   bm25 / hybrid (base MiniLM) / hybrid (trained encoder) / dense through the store:
             `llmtune index` of the documents, then `llmtune eval` with eval.store and eval.search
 
@@ -22,6 +27,9 @@ queries, and each row's paired interval of its difference to `base`.
 
   /work/locks/exclusive .venv/bin/python scripts/bench_contrastive.py --out /tmp/cran-proof
   (steps already done are skipped: a step's results file is its marker; --only NAME[,NAME] reruns some)
+  The titles rows (docs/retrieval.md) came from two holds:
+    --only tune-titles-lr2e-05,tune-titles-lr5e-05   (choose, inside the training half)
+    --only titles,titles-seed1,titles-only            (score the choice on the test half)
 """
 
 from __future__ import annotations
@@ -47,6 +55,13 @@ LORA = {"r": 16, "alpha": 32, "dropout": 0.1, "target_modules": ["query", "key",
 TUNE_LRS = (2.0e-5, 1.0e-4)
 HARD_SKIP = 3
 """Mined negatives skip the 3 highest-ranked non-positives (often relevant but unjudged)."""
+TITLE_CANDIDATES = {"titles-lr2e-05": {"lr": 2.0e-5}, "titles-lr5e-05": {"lr": 5.0e-5}}
+"""The real pairs mixed with the title pseudo-queries (`title_pairs`): one pass (epochs 1), texts
+cut at 128 tokens (the evaluation's windows are 128 tokens; half the cost of a step at 256),
+at two learning rates. Each is first trained on the inner training quarter and scored on the
+inner dev quarter (`tune-titles-*`, beside `tune-lr2e-05`, the setting of the `llmtune` row);
+the `titles` step trains the best of the three on the whole training half."""
+TITLE_SETTINGS = {"epochs": 1, "max_length": 128}
 
 
 def prepare(out: Path, cranfield: Path, seed: int = 0) -> dict:
@@ -75,14 +90,39 @@ def prepare(out: Path, cranfield: Path, seed: int = 0) -> dict:
 
     pairs = pairs_of(train_q)
     _jsonl(data / "pairs_train.jsonl", pairs)
+    titles = title_pairs(cranfield)
+    _jsonl(data / "pairs_titles.jsonl", titles)
+    _jsonl(data / "pairs_train+titles.jsonl", pairs + titles)
     # The learning rate is chosen inside the training half: half of its queries train, the other half score.
     inner = train_q[:]
     random.Random(seed + 1).shuffle(inner)
     tune_train, tune_dev = sorted(inner[: len(inner) // 2], key=int), sorted(inner[len(inner) // 2:], key=int)
     _jsonl(data / "pairs_tune.jsonl", pairs_of(tune_train))
+    _jsonl(data / "pairs_tune+titles.jsonl", pairs_of(tune_train) + titles)
     _jsonl(data / "queries_dev.jsonl", [{"id": q, "text": queries[q]} for q in tune_dev])
     return {"train_queries": len(train_q), "test_queries": len(test_q), "pairs": len(pairs), "documents": len(docs),
-            "tune_train_queries": len(tune_train), "tune_dev_queries": len(tune_dev)}
+            "tune_train_queries": len(tune_train), "tune_dev_queries": len(tune_dev), "title_pairs": len(titles)}
+
+
+def title_pairs(cranfield: Path, min_words: int = 5) -> list[dict]:
+    """In-domain pseudo-queries from the collection itself, no query text involved: each
+    abstract's title (.T) as the query for the rest of its abstract (.W starts with the title;
+    the copy is cut off, else the pair would be a substring match that teaches nothing).
+    Titles shared by several abstracts (Cranfield holds a few repeated records) and abstracts
+    that do not start with their title are left out."""
+    from collections import Counter
+
+    from bench_index import read_smart
+
+    records = [(" ".join((r.get("T") or "").split()), " ".join((r.get("W") or "").split()))
+               for r in read_smart(cranfield / "cran.all.1400")]
+    shared = Counter(title for title, _ in records)
+    pairs = []
+    for title, text in records:
+        body = text[len(title):].strip(" .") if title and text.startswith(title) else ""
+        if shared[title] == 1 and len(body.split()) >= min_words:
+            pairs.append({"query": title.rstrip(" ."), "positive": body})
+    return pairs
 
 
 def bundle(cranfield: Path, out: Path, queries: int = 30, documents: int = 400, seed: int = 0) -> dict:
@@ -127,18 +167,19 @@ def _jsonl(path: Path, rows: list[dict]) -> None:
 
 def recipe(out: Path, name: str, *, model: str = "minilm", lora: bool = False, evaluate: bool = True,
            store: str | None = None, search: str = "dense", pairs: str = "pairs_train", queries: str = "queries_test",
-           lr: float | None = None, hard_negatives: int = 0, epochs: int | None = None) -> Path:
+           lr: float | None = None, hard_negatives: int = 0, epochs: int | None = None, max_length: int = 256,
+           seed: int | None = None) -> Path:
     import yaml
 
     data = out / "data"
     h = HYPER
     r = {"model": {"name": model},
-         "data": {"task": "retrieval", "train": str(data / f"{pairs}.jsonl"), "max_length": 256},
+         "data": {"task": "retrieval", "train": str(data / f"{pairs}.jsonl"), "max_length": max_length},
          "method": {"name": "contrastive", **({"lora": LORA} if lora else {}),
                     **({"hard_negatives": hard_negatives, "hard_negatives_skip": HARD_SKIP} if hard_negatives else {})},
          "train": {"epochs": epochs or h["epochs"], "batch_size": h["batch_size"],
                    "lr": lr or (h["lora_lr"] if lora else h["lr"]), "warmup_ratio": h["warmup_ratio"],
-                   "seed": h["seed"], "log_every": 5},
+                   "seed": h["seed"] if seed is None else seed, "log_every": 5},
          "eval": {"batch_size": 64, "search": search, **({"store": store} if store else {})}}
     if evaluate or hard_negatives:  # mining reads the collection (the test queries are not used for it)
         r["data"]["eval"] = str(data / f"{queries}.jsonl")
@@ -212,11 +253,12 @@ def eval_sets(out: Path) -> list[str]:
             f"data.retrieval.documents={data / 'documents.jsonl'}", "--set", f"data.retrieval.qrels={data / 'qrels.tsv'}"]
 
 
-def step_train(out: Path, name: str, lora: bool, hard_negatives: int = 0) -> dict:
+def step_train(out: Path, name: str, lora: bool, hard_negatives: int = 0, **options) -> dict:
     """llmtune's loop: train (no eval in the process), then score the run."""
     logs, run_dir = out / "logs", out / "runs" / name
     cost = run(llmtune("train", str(recipe(out, f"{name}-train", lora=lora, evaluate=False,
-                                           hard_negatives=hard_negatives)), "--output", str(run_dir), "--overwrite"),
+                                           hard_negatives=hard_negatives, **options)),
+                       "--output", str(run_dir), "--overwrite"),
                logs / f"{name}-train.log")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     scores = eval_json(run_dir, logs / f"{name}-eval.log", *eval_sets(out))
@@ -243,9 +285,12 @@ def step_tune(out: Path, lr: float, name: str | None = None, **options) -> dict:
     """Train on the inner training quarter, score on the inner dev quarter (no test query)."""
     name = name or f"tune-lr{lr:g}"
     run_dir = out / "runs" / name
-    cost = run(llmtune("train", str(recipe(out, name, pairs="pairs_tune", queries="queries_dev", lr=lr, **options)),
+    options = {"pairs": "pairs_tune", **options}
+    cost = run(llmtune("train", str(recipe(out, name, queries="queries_dev", lr=lr, **options)),
                        "--output", str(run_dir), "--overwrite"), out / "logs" / f"{name}.log")
-    return {**cost, "lr": lr, "setting": name, "eval": json.loads((run_dir / "manifest.json").read_text())["final_eval"]}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return {**cost, "lr": lr, "setting": name, "train_seconds": manifest["train_seconds"], "steps": manifest["steps"],
+            "eval": manifest["final_eval"]}
 
 
 def step_store(out: Path, encoder: str, search: str) -> dict:
@@ -264,6 +309,28 @@ def step_store(out: Path, encoder: str, search: str) -> dict:
                               "--set", f"eval.store={store}", "--set", f"eval.search={search}")}
 
 
+def step_titles(out: Path, name: str = "titles", pairs: str = "pairs_train+titles", seed: int | None = None) -> dict:
+    """The real pairs plus title pseudo-queries, with the setting that scored best on the inner
+    dev quarter among TITLE_CANDIDATES and `tune-lr2e-05` (the `llmtune` row's setting), trained
+    on the whole training half and scored on the test half. Exits without training when the old
+    setting wins: then the `llmtune` row already is the chosen recipe. `titles-seed1` reruns
+    the chosen recipe with another training seed and `titles-only` trains on the pseudo-queries
+    alone (no judged query at all): read on the test half, they choose nothing."""
+    scores = {}
+    for tuned in ("tune-lr2e-05", *(f"tune-{c}" for c in TITLE_CANDIDATES)):
+        marker = out / "results" / f"{tuned}.json"
+        if not marker.exists():
+            sys.exit(f"step {name} needs step {tuned} first (--only {tuned})")
+        scores[tuned] = json.loads(marker.read_text())["eval"]["ndcg@10"]
+    best = max(scores, key=scores.__getitem__)
+    print(f"{name}: dev nDCG@10 {json.dumps(scores)}; chosen {best}", flush=True)
+    if best == "tune-lr2e-05":
+        sys.exit(f"{name}: the real pairs alone scored best on the dev quarter; nothing new to train")
+    setting = {**TITLE_SETTINGS, **TITLE_CANDIDATES[best.removeprefix("tune-")], "seed": seed}
+    return {**step_train(out, name, False, pairs=pairs, **setting), "chosen": best, "dev_ndcg@10": scores,
+            "setting": setting}
+
+
 def step_tune_base(out: Path) -> dict:
     """The shipped MiniLM on the inner dev quarter: what the tuning runs start from."""
     target = recipe(out, "tune-base", pairs="pairs_tune", queries="queries_dev")
@@ -274,9 +341,14 @@ STEPS = {"tune-base": step_tune_base,
          **{f"tune-lr{lr:g}": (lambda lr: lambda out: step_tune(out, lr))(lr) for lr in TUNE_LRS},
          "tune-hardneg": lambda out: step_tune(out, HYPER["lr"], "tune-hardneg", hard_negatives=1),
          "tune-epochs10": lambda out: step_tune(out, HYPER["lr"], "tune-epochs10", epochs=10),
+         **{f"tune-{name}": (lambda name, c: lambda out: step_tune(
+             out, c["lr"], f"tune-{name}", pairs="pairs_tune+titles", **TITLE_SETTINGS))(name, c)
+            for name, c in TITLE_CANDIDATES.items()},
          "base": step_base, "llmtune": lambda out: step_train(out, "llmtune", False),
          "lora": lambda out: step_train(out, "lora", True), "st": step_st,
          "hardneg": lambda out: step_train(out, "hardneg", False, hard_negatives=1),
+         "titles": step_titles, "titles-seed1": lambda out: step_titles(out, "titles-seed1", seed=1),
+         "titles-only": lambda out: step_titles(out, "titles-only", pairs="pairs_titles"),
          **{f"{search}-base": (lambda m: lambda out: step_store(out, "base", m))(search)
             for search in ("bm25", "hybrid", "dense")},
          **{f"{search}-llmtune": (lambda m: lambda out: step_store(out, "llmtune", m))(search)
@@ -284,6 +356,9 @@ STEPS = {"tune-base": step_tune_base,
 LABELS = {"base": "dense, MiniLM as shipped (before)", "llmtune": "dense, contrastive full (llmtune loop)",
           "lora": "dense, contrastive LoRA r16 (llmtune loop)", "st": "dense, sentence-transformers trainer",
           "hardneg": "dense, contrastive full + 1 mined hard negative (skip 3)",
+          "titles": "dense, contrastive full, real pairs + title pseudo-queries",
+          "titles-seed1": "the same, training seed 1",
+          "titles-only": "dense, contrastive full, title pseudo-queries only",
           "bm25-base": "bm25 (store)", "hybrid-base": "hybrid, MiniLM as shipped (store)",
           "dense-base": "dense, MiniLM as shipped (store, HNSW)",
           "hybrid-llmtune": "hybrid, contrastive full (store)", "dense-llmtune": "dense, contrastive full (store, HNSW)"}
