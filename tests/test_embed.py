@@ -77,6 +77,22 @@ def test_normalize_gives_unit_norms(tiny):
     assert not got[TEXTS.index("")].any()
 
 
+def test_a_token_budget_cuts_batches_of_long_rows_and_keeps_the_vectors(tiny):
+    """`batch_tokens` caps rows x padded width per forward pass (a batch pads to its first,
+    longest row); short rows still fill `batch_size`; every row comes back, as without it."""
+    from llmtune.errors import UserError
+
+    ids = [[5 + (i % 7)] * n for i, n in enumerate([40, 3, 40, 2, 25, 3, 2, 40, 3, 1, 2, 3])]
+    seen = []
+    budget = _encoder(tiny, batch_size=4, batch_tokens=64)
+    got = budget.embed_ids(ids, on_batch=lambda idx: seen.append([len(ids[i]) for i in idx]))
+    assert seen == [[40], [40], [40], [25, 3], [3, 3, 3, 2], [2, 2, 1]]
+    assert sorted(i for batch in seen for i in batch) == sorted(len(x) for x in ids)
+    np.testing.assert_allclose(got.numpy(), _encoder(tiny, batch_size=4).embed_ids(ids).numpy(), atol=2e-5, rtol=0)
+    with pytest.raises(UserError):
+        _encoder(tiny, batch_tokens=0)
+
+
 def _write_inputs(tmp_path, texts, ids):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -36,7 +36,8 @@ def index(
     commit_chunks: int = typer.Option(4096, "--commit-chunks", min=1, help="Files are committed in groups of "
                                       "about this many chunks (a file is never split): a killed run redoes the "
                                       "group it was in."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per forward pass of the embedding model."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Texts per forward pass of the embedding model "
+                                   "(at most 1,024 tokens a pass: long chunks go fewer at a time, to bound memory)."),
     token: Optional[str] = token_option(),
     collection: str = collection_option(),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run model code shipped with the "

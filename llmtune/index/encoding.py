@@ -13,6 +13,13 @@ from llmtune.errors import UserError
 from llmtune.data.chunking import Chunker, Piece, special_tokens
 from llmtune.index.settings import StoreSettings, canonical_model
 
+BATCH_TOKENS = 1024
+"""Tokens per forward pass while indexing (rows x padded width; `--batch-size` caps the rows):
+a pass's activation memory grows with its tokens, and a big file's peak memory is the store's
+plus one pass's. MiniLM at 32 rows of 130 tokens added about 290 MiB over the loaded model, at
+8 rows about 150 MiB, no slower (docs/indexing.md, "One big file"); short texts still go 32
+at a time."""
+
 
 @dataclass
 class IndexEncoder:
@@ -34,7 +41,7 @@ class IndexEncoder:
 def load_index_encoder(model: str, *, pooling: str | None = None, chunk_tokens: int, overlap: int,
                        max_length: int | None = None, batch_size: int = 32, index: dict | None = None,
                        analyzer: dict | None = None, bm25: dict | None = None,
-                       trust_remote_code: bool = False) -> IndexEncoder:
+                       trust_remote_code: bool = False, batch_tokens: int | None = BATCH_TOKENS) -> IndexEncoder:
     """The encoder for a store. `max_length` None: the model's own limit (a new store);
     `analyzer`/`bm25` None: the defaults (a new store)."""
     from llmtune.models.encoder import Encoder
@@ -45,7 +52,7 @@ def load_index_encoder(model: str, *, pooling: str | None = None, chunk_tokens: 
     pooling = pooling or loaded.pooling or "mean"
     max_length = max_length or loaded.max_length or 512
     encoder = Encoder(loaded.tokenizer, loaded.body, pooling=pooling, normalize=True, max_length=max_length,
-                      batch_size=batch_size)
+                      batch_size=batch_size, batch_tokens=batch_tokens)
     prefix, suffix = special_tokens(loaded.tokenizer)
     if chunk_tokens + len(prefix) + len(suffix) > max_length:
         raise UserError(f"--chunk-tokens {chunk_tokens}: {model} reads at most {max_length} tokens per text, "

@@ -251,11 +251,17 @@ class Store:
         memory follows the commit group. Left alone, Milvus Lite keeps every row in memory until
         128 MiB of Arrow buffers (a whole big file's chunks), then flushes and builds the HNSW
         index of all of them at once at close: a 20 MB file peaked at 1.6 GiB that way. A server
-        seals and flushes segments on its own schedule (and rate-limits explicit flushes)."""
+        seals and flushes segments on its own schedule (and rate-limits explicit flushes).
+        The flush's background compaction and index build are waited for, so that their memory
+        does not come on top of the next part's forward passes (lite_background.py)."""
         if self.loc.local is None:
             return
-        for name in (self.chunks_name, self.terms_name):
+        from llmtune.index.lite_background import wait_for_background
+
+        names = [self.chunks_name, self.terms_name]
+        for name in names:
             self.client.flush(name)
+        wait_for_background(str(self.loc.local), names)
         _trim_heap()
 
     def delete_versions(self, versions: list[str]) -> None:

@@ -62,17 +62,20 @@ class Encoder:
 
     def __init__(self, tokenizer, body, *, pooling: str = "mean", normalize: bool = False,
                  max_length: int = 512, truncation_side: str = "right", batch_size: int = 32,
-                 precision: str | None = "auto"):
+                 precision: str | None = "auto", batch_tokens: int | None = None):
         if pooling not in POOLINGS:
             raise UserError(f"pooling {pooling!r}: choose one of {', '.join(POOLINGS)}")
-        if batch_size < 1 or max_length < 1:
-            raise UserError("batch size and max length must be at least 1")
+        if batch_size < 1 or max_length < 1 or (batch_tokens is not None and batch_tokens < 1):
+            raise UserError("batch size, batch tokens and max length must be at least 1")
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.normalize = normalize
         self.max_length = max_length
         self.truncation_side = truncation_side
         self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        """At most this many tokens (rows x padded width) per forward pass, if set: a batch of
+        long rows is cut shorter, since the pass's activation memory grows with its tokens."""
         device, dtype = pick_device_and_dtype(precision)
         if dtype is not None:
             body = body.to(device=device, dtype=dtype)
@@ -123,8 +126,7 @@ class Encoder:
         # Longest first: a batch that does not fit on the device fails at once, not at the end.
         order = sorted((i for i in range(len(ids)) if lengths[i]), key=lengths.__getitem__, reverse=True)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+            for idx in self._batches(order, lengths):
                 input_ids, mask = _pad([ids[i] for i in idx], [lengths[i] for i in idx], self.pad_id)
                 hidden = self._hidden(input_ids.to(self.device), None if mask is None else mask.to(self.device))
                 if mask is None:
@@ -136,6 +138,17 @@ class Encoder:
                 if on_batch is not None:
                     on_batch(idx)
         return out
+
+    def _batches(self, order: list[int], lengths: list[int]):
+        """`order` (longest first) in consecutive batches of at most `batch_size` rows and, if
+        set, `batch_tokens` tokens: a batch pads to its first row's length."""
+        start = 0
+        while start < len(order):
+            rows = self.batch_size
+            if self.batch_tokens is not None:
+                rows = max(1, min(rows, self.batch_tokens // lengths[order[start]]))
+            yield order[start:start + rows]
+            start += rows
 
 
 def _pad(rows: list[list[int]], lengths: list[int], pad_id: int):
