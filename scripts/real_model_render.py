@@ -58,6 +58,15 @@ def sft_table(results: dict, methods: list[str]) -> list[str]:
     return out
 
 
+def user_turn(prompt: str) -> str:
+    """The last user turn of a prompt rendered through a ChatML template (the system line and the
+    markers would fill the table's width); other prompts unchanged."""
+    marker = "<|im_start|>user\n"
+    if marker not in prompt:
+        return prompt
+    return prompt.rsplit(marker, 1)[1].split("<|im_end|>", 1)[0]
+
+
 def samples(results: dict, key: str, n: int = 3) -> list[str]:
     e = _ev(results, key)
     found = e.get("samples") or (e.get("generation") or {}).get("samples") or []
@@ -66,6 +75,7 @@ def samples(results: dict, key: str, n: int = 3) -> list[str]:
         prompt = s.get("prompt")
         if isinstance(prompt, list):
             prompt = prompt[-1]["content"]
+        prompt = user_turn(str(prompt))
         answer = s.get("output", s.get("answer", s.get("completion")))
         extra = f" (reward {s['reward']:.2f})" if isinstance(s.get("reward"), (int, float)) else ""
         ref = s.get("reference", s.get("chosen"))
@@ -132,10 +142,13 @@ def render(results: dict) -> str:
     import real_model_rows as R
 
     out = sft_table(results, list(R.SFT_METHODS) + ["lora-bf16"]) + [""]
-    for key in ("sft/before", "sft/lora"):
+    for key in ["sft/before"] + [f"sft/{m}" for m in R.SFT_METHODS]:
         out += samples(results, key)
-    out += ["", *pair_table(results, ["pref/dpo-before", "pref/dpo", "pref/kto", "pref/orpo-before", "pref/orpo",
-                                      "pref/reward-before", "pref/reward"], "SST-2 label words (200 held-out pairs)")]
+    pref = ["pref/dpo-before", "pref/dpo", "pref/kto", "pref/orpo-before", "pref/orpo", "pref/reward-before",
+            "pref/reward"]
+    out += ["", *pair_table(results, pref, "SST-2 label words (200 held-out pairs)")]
+    for key in pref:
+        out += samples(results, key)
     out += ["", *pair_table(results, [k for k in R.ROWS if k.startswith("real/")], "real pairs")]
     out += ["", *reward_table(results, [k for k in R.ROWS if k.startswith("rl/")], "online RL (held-out prompts)")]
     for key in ("rl/rule-before", "rl/rule/grpo", "rl/rm-before", "rl/rm/grpo"):
