@@ -151,7 +151,7 @@ def render(results: dict) -> str:
         out += samples(results, key)
     out += ["", *pair_table(results, [k for k in R.ROWS if k.startswith("real/")], "real pairs")]
     out += ["", *reward_table(results, [k for k in R.ROWS if k.startswith("rl/")], "online RL (held-out prompts)")]
-    for key in ("rl/rule-before", "rl/rule/grpo", "rl/rm-before", "rl/rm/grpo"):
+    for key in ("rl/rule-before", "rl/rule/grpo", "rl/rule/rloo", "rl/rm-before", "rl/rm/grpo", "rl/rm/rloo"):
         out += samples(results, key)
     out += ["", "chain:", *pair_table(results, ["chain/dpo-before", "chain/dpo"], "SFT -> DPO"),
             *reward_table(results, ["chain/grpo-before", "chain/grpo"], "SFT -> GRPO")]
