@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import os
 
-from llmtune.index.milvus_lite_patch import _library_version, supported
+from llmtune.index.milvus_lite_patch import installed_is_supported
 
 
 def wait_for_background(db_path: str, collections: list[str]) -> bool:
     """Block until the collections' queued compaction and index builds are done. False when
     it cannot tell (another milvus-lite version, or no embedded server for `db_path`)."""
-    found = _library_version()
-    if found is None or not supported(found):
+    if not installed_is_supported():
         return False
     from milvus_lite.server_manager import server_manager_instance
 

@@ -75,6 +75,12 @@ def supported(version: str) -> bool:
     return version == TESTED_VERSION
 
 
+def installed_is_supported() -> bool:
+    """Whether the installed milvus-lite is the version this module's internals were read on."""
+    found = _library_version()
+    return found is not None and supported(found)
+
+
 _noticed: set = set()
 
 
